@@ -1,0 +1,49 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+STORE  ?= ste-store
+export PYTHONHASHSEED := 0
+
+.PHONY: all venv demo test test-slurm test-all lint format figures bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: train the quick start grid on the bundled mnist-mini (offline W&B), analyse it, print the report path
+demo: $(STAMP)
+	WANDB_MODE=offline $(VENV)/bin/ste-ablate run ablations/quickstart.yaml --store $(STORE) --wandb offline
+	$(VENV)/bin/ste-ablate analyze ablations/quickstart.yaml --store $(STORE) --out reports/quickstart
+
+## test: the whole CPU suite (what CI runs first)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-slurm: the tests that need the local SLURM cluster (scripts/slurm-local.sh start)
+test-slurm: $(STAMP)
+	$(PY) -m pytest -q -m slurm
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ste_variants runners analysis tests scripts benchmarks
+	$(VENV)/bin/ruff format --check ste_variants runners analysis tests scripts benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format ste_variants runners analysis tests scripts benchmarks
+
+## figures: regenerate every paper figure and table from committed snapshots (no training)
+figures: $(STAMP)
+	$(VENV)/bin/ste-ablate figures paper/figures.yaml
+
+bench: $(STAMP)
+	$(VENV)/bin/ste-ablate bench
+
+clean:
+	rm -rf $(STORE) reports .pytest_cache

@@ -1,0 +1,74 @@
+"""The `ste-ablate` command line.
+
+Each subcommand lives in `runners.commands.<name>` and exposes `register(subparsers)`, which adds
+its parser and sets `func(args) -> int`. Bad input raises `UserError` (or one of the library's
+validation errors): printed as one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from runners.errors import UserError
+
+# Order is the order shown by `ste-ablate --help`.
+COMMAND_MODULES = ("estimators", "train", "run", "analyze", "bench")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [UserError]
+    try:
+        from ste_variants import EstimatorSpecError
+
+        errors.append(EstimatorSpecError)
+    except ImportError:  # pragma: no cover - registry always importable once installed
+        pass
+    try:
+        from runners.config import ConfigError
+
+        errors.append(ConfigError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ste-ablate",
+        description=(
+            "Straight-through estimator ablations: list estimators, train one run, run ablation "
+            "grids (local or SLURM) with W&B tracking, and analyse the results."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"runners.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"runners.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:
+        print(f"ste-ablate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ste-ablate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `ste-ablate` subcommand; each exposes `register(subparsers)`."""
