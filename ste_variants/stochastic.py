@@ -1,0 +1,121 @@
+"""Stochastic estimators: sample the binary output in training mode, threshold in eval mode.
+
+Noise is drawn in float64 from the given ``torch.Generator`` (None = torch's global RNG) on the
+generator's device, then moved to x's device, so one seed gives the same samples on CPU and
+GPU and in every input dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ste_variants import functional as F
+from ste_variants.base import Estimator, Param
+from ste_variants.registry import register_estimator
+
+_BENGIO = (
+    "Y. Bengio, N. Léonard, A. Courville. Estimating or Propagating Gradients Through "
+    "Stochastic Neurons for Conditional Computation. arXiv:1308.3432, 2013"
+)
+
+
+def uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """u ~ U(0, 1) in float64, shaped like x, open at 0 (so log(u) is finite)."""
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=device)
+    # rand is in [0, 1): the smallest positive double keeps u in (0, 1).
+    return u.clamp_min_(torch.finfo(torch.float64).tiny).to(x.device)
+
+
+def logistic(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """L ~ Logistic(0, 1) = log(u) − log(1 − u), in float64."""
+    u = uniform(x, generator)
+    return torch.log(u) - torch.log1p(-u)
+
+
+@register_estimator
+class Bernoulli(Estimator):
+    """Stochastic binary neuron with a straight-through backward.
+
+    Forward (training): 1{u < σ(x)}, u ~ U(0, 1), so E[y] = σ(x); (eval): 1{x > 0}.
+    Backward: g (backward="st") or g · σ(x)(1 − σ(x)) (backward="sigmoid").
+    Reference: Bengio, Léonard, Courville 2013, arXiv:1308.3432.
+    """
+
+    name = "bernoulli"
+    forward_text = "training: 1{u < σ(x)}, u ~ U(0, 1) (E = σ(x)); eval: 1{x > 0}"
+    backward_text = "g (backward=st) or g · σ(x)·(1 − σ(x)) (backward=sigmoid)"
+    paper = _BENGIO
+    arxiv = "1308.3432"
+    cite = "Bengio et al. 2013"
+    stochastic = True
+    hyperparams = (
+        Param(
+            "backward",
+            "st",
+            "st: pass g unchanged; sigmoid: multiply by σ'(x)",
+            kind="str",
+            choices=("st", "sigmoid"),
+        ),
+    )
+    area_note = "infinite for backward=st, 1 for backward=sigmoid"
+
+    def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return uniform(x, generator)
+
+    def step(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if noise is None:
+            return x > 0
+        return noise < torch.sigmoid(x.to(torch.float64))
+
+    def backward_rule(
+        self, g: torch.Tensor, x: torch.Tensor, noise: Any, backward: str
+    ) -> torch.Tensor:
+        if backward == "st":
+            return g.clone()
+        return g * F.sigmoid_prime(x)
+
+    def area(self) -> float | None:
+        return 1.0 if self._params["backward"] == "sigmoid" else None
+
+
+@register_estimator
+class Gumbel(Estimator):
+    """Binary Gumbel-sigmoid (binary concrete) with a straight-through hard sample.
+
+    Forward (training): 1{x + L > 0}, L ~ Logistic(0, 1), so P(y = 1) = σ(x); (eval): 1{x > 0}.
+    Backward: g · σ'((x + L)/τ)/τ with the same L as the forward (L = 0 in eval mode).
+    Reference: Jang, Gu, Poole, "Categorical Reparameterization with Gumbel-Softmax",
+    ICLR 2017, arXiv:1611.01144; Maddison, Mnih, Teh, "The Concrete Distribution", ICLR 2017,
+    arXiv:1611.00712.
+    """
+
+    name = "gumbel"
+    forward_text = "training: 1{x + L > 0}, L ~ Logistic(0, 1) (P = σ(x)); eval: 1{x > 0}"
+    backward_text = "g · σ'((x + L)/τ)/τ  (L: the forward's noise; 0 in eval)"
+    paper = (
+        "E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR "
+        "2017, arXiv:1611.01144; C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution: "
+        "A Continuous Relaxation of Discrete Random Variables. ICLR 2017, arXiv:1611.00712"
+    )
+    arxiv = "1611.01144"
+    cite = "Jang et al. 2017; Maddison et al. 2017"
+    stochastic = True
+    hyperparams = (
+        Param("tau", 1.0, "temperature of the relaxed sample", low=0.0, high=100.0, low_open=True),
+    )
+    area_note = "1 for every tau (in x, for fixed noise)"
+
+    def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return logistic(x, generator)
+
+    def backward_rule(
+        self, g: torch.Tensor, x: torch.Tensor, noise: torch.Tensor | None, tau: float
+    ) -> torch.Tensor:
+        z = x.to(torch.float64) if noise is None else x.to(noise.dtype) + noise
+        return g * (F.sigmoid_prime(z / tau) / tau).to(g.dtype)
+
+    def area(self) -> float:
+        return 1.0
