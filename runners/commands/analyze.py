@@ -1,0 +1,299 @@
+"""`ste-ablate snapshot`, `ste-ablate analyze` and `ste-ablate figures`: results to reports.
+
+The CLI is the one place that joins `runners` (the spec: which cells to expect) and `analysis`
+(which never imports `runners`). Input problems (no store, bad metric, unreadable snapshot) are
+`UserError`s: one line, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runners.errors import UserError
+
+DEFAULT_STORE = "ste-store"
+DEFAULT_MANIFEST = "paper/figures.yaml"
+
+_ANALYZE_EPILOG = """\
+examples:
+  ste-ablate analyze ablations/quickstart.yaml                       store ste-store, test_mse
+  ste-ablate analyze ablations/estimators.yaml --metric probe_accuracy --out reports/probe
+  ste-ablate analyze --snapshot paper/snapshots/estimators.csv       no store needed
+
+Writes into --out (default reports/<spec name>): summary.csv, pairwise.csv, cells.csv,
+omnibus.json, table.tex (booktabs), figures/*.pdf|png and a self-contained report.html, whose
+path is printed at the end. Only completed runs with a finite value enter the statistics;
+missing, failed, diverged, interrupted, running and corrupt cells are counted and listed.
+Seeds shared by two estimators make their comparison paired (Wilcoxon signed-rank, paired t);
+otherwise Mann-Whitney U and Welch's t. Holm (default) or Benjamini-Hochberg across all pairs.
+Every bootstrap is seeded (--seed): rerunning gives byte-identical files.
+"""
+
+
+@dataclass
+class _Spec:
+    name: str
+    sha256: str | None
+    path: str | None
+    axes: list[str] | None = None
+    cells: list[Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``snapshot``, ``analyze`` and ``figures`` commands."""
+    snap = subparsers.add_parser(
+        "snapshot",
+        help="freeze a spec's results into one table file (CSV or Parquet)",
+        description="Write the tidy results table of a spec (one row per run x epoch x metric) "
+        "from the run store, or from W&B with --wandb-project, as CSV (or Parquet for a .parquet "
+        "file), with the per-bit rates beside it and a FILE.meta.json sidecar (package versions, "
+        "the spec's sha256, cell statuses). `analyze --snapshot` and `figures` read it.",
+    )
+    snap.add_argument("spec", help="the ablation spec (YAML)")
+    snap.add_argument("--out", required=True, metavar="FILE", help="the snapshot (.csv/.parquet)")
+    snap.add_argument("--store", default=DEFAULT_STORE, help=f"run store (default {DEFAULT_STORE})")
+    snap.add_argument(
+        "--wandb-project",
+        metavar="PROJECT",
+        help="read the runs from this W&B project (group = the spec's name) instead of the store",
+    )
+    snap.add_argument("--wandb-entity", metavar="ENTITY", help="W&B entity (default: yours)")
+    snap.set_defaults(func=_snapshot)
+
+    ana = subparsers.add_parser(
+        "analyze",
+        help="statistics, figures and an HTML report comparing a spec's estimators",
+        description="Compare the conditions of a spec (estimators, or every grid factor but "
+        "the seed) on one metric, across seeds, from the run store or a snapshot.",
+        epilog=_ANALYZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ana.add_argument("spec", nargs="?", help="the ablation spec (YAML); optional with --snapshot")
+    source = ana.add_mutually_exclusive_group()
+    source.add_argument("--store", help=f"run store (default {DEFAULT_STORE})")
+    source.add_argument("--snapshot", metavar="FILE", help="read a snapshot instead of a store")
+    ana.add_argument("--metric", default="test_mse", help="metric to compare (default test_mse)")
+    ana.add_argument(
+        "--direction",
+        choices=("lower", "higher"),
+        help="which values are better (default: known per metric; test_mse lower)",
+    )
+    ana.add_argument("--out", metavar="DIR", help="output folder (default reports/<spec name>)")
+    ana.add_argument(
+        "--design",
+        choices=("auto", "paired", "unpaired"),
+        default="auto",
+        help="auto (default): paired on shared seeds when two conditions share at least two",
+    )
+    ana.add_argument(
+        "--correction", choices=("holm", "bh"), default="holm", help="multiple-comparison "
+        "correction across all pairs: holm (family-wise, default) or bh (false discovery rate)",
+    )  # fmt: skip
+    ana.add_argument("--alpha", type=_unit, default=0.05, help="significance level (0.05)")
+    ana.add_argument("--confidence", type=_unit, default=0.95, help="CI level (0.95)")
+    ana.add_argument("--resamples", type=_positive, default=9999, help="bootstrap resamples")
+    ana.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    ana.add_argument("--power", type=_unit, default=0.8, help="seed planner's power (0.8)")
+    ana.add_argument(
+        "--target-diff",
+        type=float,
+        metavar="X",
+        help="seed planner: also the seeds needed to detect this absolute difference",
+    )
+    ana.add_argument(
+        "--formats", default="pdf,png", help="figure formats, comma-separated (pdf,png,svg)"
+    )
+    ana.set_defaults(func=_analyze)
+
+    fig = subparsers.add_parser(
+        "figures",
+        help="regenerate the paper's figures and tables from committed snapshots",
+        description="Rebuild every figure and table listed in a manifest from result snapshots, "
+        "without training; byte-identical on rerun. See analysis/figures.py for the format.",
+    )
+    fig.add_argument(
+        "manifest", nargs="?", default=DEFAULT_MANIFEST, help=f"manifest ({DEFAULT_MANIFEST})"
+    )
+    fig.add_argument("--out", metavar="DIR", help="output folder (default: the manifest's)")
+    fig.add_argument("--only", action="append", metavar="NAME", help="only this item (repeat)")
+    fig.set_defaults(func=_figures)
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from analysis.load import StoreError, scan_store
+    from analysis.snapshot import write_snapshot
+
+    spec = _load_spec(args.spec, None if args.wandb_project else args.store)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
+    try:
+        if args.wandb_project:
+            from analysis.wandb_source import scan_wandb
+
+            data = scan_wandb(args.wandb_project, spec.name, args.wandb_entity, cells=spec.cells)
+        else:
+            _check_store(args.store)
+            data = scan_store(args.store, spec.cells, axes=spec.axes)
+        written = write_snapshot(
+            data, out, spec_name=spec.name, spec_sha256=spec.sha256, spec_path=spec.path
+        )
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    counts = data.cells["status"].value_counts()
+    states = ", ".join(f"{int(n)} {s}" for s, n in counts.items())
+    print(f"snapshot of {spec.name}: {len(data.cells)} cells ({states}), {len(data.table)} rows")
+    for path in written:
+        print(path)
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from analysis import metrics
+    from analysis.load import StoreError, scan_store
+    from analysis.report import write_analysis
+    from analysis.snapshot import read_meta, read_snapshot
+    from analysis.study import StudyConfig, run_study
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("pdf", "png", "svg")]
+    if bad or not formats:
+        raise UserError(f"--formats takes pdf, png, svg (comma-separated), not {args.formats!r}")
+    try:
+        metrics.direction(args.metric, args.direction)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        if args.snapshot:
+            data = read_snapshot(args.snapshot)
+            meta = read_meta(args.snapshot)
+            snap_spec = meta.get("spec") or {}
+            spec = _Spec(
+                snap_spec.get("name") or Path(args.snapshot).stem,
+                snap_spec.get("sha256"),
+                snap_spec.get("path"),
+            )
+            if args.spec:
+                given = _load_spec(args.spec, None)
+                if spec.sha256 and given.sha256 != spec.sha256:
+                    print(
+                        f"ste-ablate: warning: {args.spec} differs from the spec the snapshot was "
+                        f"made from (sha256 {str(spec.sha256)[:12]})",
+                        file=sys.stderr,
+                    )
+                spec.name = given.name
+            spec.extra["source"] = data.source
+        else:
+            if not args.spec:
+                raise UserError("give a SPEC (or --snapshot FILE)")
+            store = args.store or DEFAULT_STORE
+            spec = _load_spec(args.spec, store)
+            _check_store(store)
+            data = scan_store(store, spec.cells, axes=spec.axes)
+            spec.extra["source"] = data.source
+        present = set(data.table["metric"].dropna())
+        if args.metric not in present:
+            known = ", ".join(sorted(present)) or "none (no run has an epoch yet)"
+            raise UserError(f"metric {args.metric!r} is not in the results; available: {known}")
+        config = StudyConfig(
+            metric=args.metric,
+            direction=args.direction,
+            design=args.design,
+            correction=args.correction,
+            alpha=args.alpha,
+            confidence=args.confidence,
+            n_resamples=args.resamples,
+            seed=args.seed,
+            power=args.power,
+            target_diff=args.target_diff,
+        )
+        result = run_study(data, config)
+        out = Path(args.out) if args.out else Path("reports") / spec.name
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a folder")
+        report = write_analysis(
+            result,
+            data,
+            out,
+            title=spec.name,
+            spec={"name": spec.name, "sha256": spec.sha256, "source": spec.extra.get("source")},
+            formats=formats,
+        )
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    for warning in result.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    print(report)
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from analysis.figures import regenerate
+    from analysis.load import StoreError
+
+    try:
+        written = regenerate(args.manifest, out=args.out, only=args.only)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    for path in written:
+        print(path)
+    return 0
+
+
+def _load_spec(path: str, store: str | None) -> _Spec:
+    """The spec's name, hash, axes and expected cells (runners.grid when it is there)."""
+    spec_path = Path(path)
+    if not spec_path.is_file():
+        raise UserError(f"spec {path} not found")
+    try:
+        from runners.grid import load_spec
+    except ImportError:
+        load_spec = None
+    if load_spec is not None:
+        spec = load_spec(spec_path)
+        return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells))
+    # Fallback before runners.grid existed: the spec index `ste-ablate run` wrote.
+    import yaml
+
+    raw = spec_path.read_bytes()
+    try:
+        name = (yaml.safe_load(raw) or {}).get("name")
+    except (yaml.YAMLError, AttributeError):
+        name = None
+    if not isinstance(name, str):
+        raise UserError(f"spec {path} has no name")
+    sha = hashlib.sha256(raw).hexdigest()
+    if store is None:
+        return _Spec(name, sha, str(spec_path))
+    from analysis.load import StoreError, read_spec_index
+
+    try:
+        index = read_spec_index(store, name)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    return _Spec(name, sha, str(spec_path), index.get("axes"), index["cells"])
+
+
+def _check_store(store: str) -> None:
+    if not Path(store).is_dir():
+        raise UserError(f"store {store} does not exist (train the spec first: ste-ablate run)")
+
+
+def _unit(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
