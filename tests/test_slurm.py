@@ -1,0 +1,299 @@
+"""The SLURM executor against the real local cluster (`scripts/slurm-local.sh start`).
+
+The tests marked `slurm` (off by default; `make test-slurm`) skip when the cluster is down. Each submits tiny mnist-mini cells
+through submitit to the running cluster and checks the run store afterwards: an array ends with
+every cell completed; a task preempted (SIGUSR2, as SLURM sends before a time limit) is requeued
+and its cell resumes; a task cancelled with scancel leaves its cell interrupted, a second `run`
+resubmits it and it resumes; both end identical to an uninterrupted run; a failing cell is
+reported as failed by the store, by SLURM and by the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runners import store as run_store
+from runners.config import RunConfig
+from runners.errors import UserError
+from runners.grid import load_spec
+from runners.io import read_json, read_jsonl
+from runners.slurm import SlurmOptions, add_arguments, slurm_states, submit
+from runners.slurm_record import latest_tasks
+from runners.slurm_task import task_threads
+from runners.tracking import wandb_run_id
+from runners.work import CellTask, execute_cell
+
+BASE = {
+    "dataset": "mnist-mini",
+    "train_subset": 256,
+    "test_subset": 64,
+    "epochs": 2,
+    "batch_size": 32,
+    "code_channels": 32,
+    "device": "cpu",
+}
+# Long enough (3 epochs of 16 steps, over a second each) that a signal sent once the first epoch
+# is written lands mid-run.
+LONG = {**BASE, "train_subset": 512, "epochs": 3}
+TIMING = {"epoch_time_s", "images_per_s", "wall_time_s", "files"}
+
+
+def _cluster_problem() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "SLURM's client tools are not installed (scripts/slurm-local.sh start, as root)"
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    if ping.returncode != 0:
+        return "slurmctld does not answer (scripts/slurm-local.sh start, as root)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    """Skip (saying why) unless the local cluster answers."""
+    problem = _cluster_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def store(tmp_path: Path, cluster: None) -> Iterator[Path]:
+    """A run store; every job it recorded is cancelled at the end (a failed test leaves none)."""
+    root = tmp_path / "store"
+    yield root
+    for record in (root / "slurm").glob("*.json"):
+        arrays = {t.split("_")[0] for t in latest_tasks(root, record.stem).values()}
+        if arrays:
+            subprocess.run(["scancel", *sorted(arrays)], capture_output=True, timeout=30)
+
+
+def write_spec(folder: Path, name: str, base: dict[str, Any], grid: dict[str, list]) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps({"name": name, "base": base, "grid": grid}))  # JSON is YAML
+    return path
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env.pop("WANDB_DIR", None)  # W&B files go to STORE/wandb, where the tests look
+    return subprocess.run(
+        [sys.executable, "-m", "runners.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def state(store: Path, run_id: str) -> str:
+    return run_store.cell_state(run_store.run_dir(store, run_id))
+
+
+def epochs_written(store: Path, run_id: str) -> int:
+    try:
+        return len(read_jsonl(run_store.run_dir(store, run_id) / run_store.METRICS))
+    except (OSError, ValueError):
+        return 0
+
+
+def outcome(store: Path, run_id: str) -> dict[str, Any]:
+    """A finished cell's results without timings: per-epoch metrics, steps, summary, figure."""
+    folder = run_store.run_dir(store, run_id)
+    summary = read_json(folder / run_store.SUMMARY)
+    return {
+        "metrics": [
+            {k: v for k, v in r.items() if k not in TIMING}
+            for r in read_jsonl(folder / "metrics.jsonl")
+        ],
+        "steps": read_jsonl(folder / "steps.jsonl"),
+        "summary": {k: v for k, v in summary.items() if k not in TIMING},
+        "figure": summary["files"]["reconstruction.png"],
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, cluster: None) -> dict[str, Any]:
+    """The LONG cell trained here without interruption (1 thread, as the SLURM tasks use)."""
+    config = RunConfig.from_dict({**LONG, "estimator": "hardtanh", "seed": 1, "num_threads": 1})
+    root = tmp_path_factory.mktemp("reference")
+    summary = execute_cell(CellTask(config, str(root)))
+    assert summary["status"] == "completed", summary
+    return outcome(root, config.run_id)
+
+
+@pytest.mark.slurm
+def test_array_runs_every_cell_into_the_store(tmp_path: Path, store: Path) -> None:
+    spec = write_spec(
+        tmp_path, "array", BASE, {"estimator": ["hardtanh", "identity"], "seed": [0, 1]}
+    )
+    args = ["run", str(spec), "--store", str(store), "--executor", "slurm", "--time-min", "5"]
+    out = cli(*args, "--cells-per-task", "2", "--cpus-per-task", "1", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted 4 cells as SLURM job array" in out.stdout
+    cells = load_spec(spec).cells
+    assert {state(store, c.run_id) for c in cells} == {"completed"}
+    # One array of two tasks, two cells each.
+    tasks = latest_tasks(store, "array")
+    assert len({t.split("_")[0] for t in tasks.values()}) == 1
+    assert len(set(tasks.values())) == 2
+    for cell in cells:  # the tasks ran with one torch thread (SLURM_CPUS_PER_TASK=1)
+        config = read_json(run_store.run_dir(store, cell.run_id) / run_store.CONFIG)
+        assert config["runtime"]["torch_threads"] == 1
+    states = wait_until(
+        lambda: set(slurm_states(store, "array").values()) == {"COMPLETED"}, 60, "sacct"
+    )
+    assert states
+    status = cli("status", str(spec), "--store", str(store))
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("COMPLETED") == 4
+    # A second run submits nothing: every cell is final.
+    again = cli(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "submitted" not in again.stdout
+
+
+@pytest.mark.slurm
+def test_preempted_task_is_requeued_and_resumes(
+    tmp_path: Path, store: Path, reference: dict[str, Any]
+) -> None:
+    spec = write_spec(tmp_path, "preempt", LONG, {"estimator": ["hardtanh"], "seed": [1]})
+    (cell,) = load_spec(spec).cells
+    out = cli("run", str(spec), "--store", str(store), "--executor", "slurm", "--time-min", "5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (task,) = latest_tasks(store, "preempt").values()
+    wait_until(lambda: epochs_written(store, cell.run_id) >= 1, 180, "the first epoch")
+    # What SLURM sends before a time limit or on preemption (submitit's --signal=USR2@...).
+    subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)
+    wait_until(lambda: state(store, cell.run_id) == "completed", 240, "the requeued task to finish")
+    assert _restarts(task) >= 1
+    # The first attempt stopped mid-run (checkpointed and recorded interrupted) before the requeue.
+    log = "".join(p.read_text() for p in (store / "slurm" / "logs" / task).glob("*_log.err"))
+    assert "caught SIGUSR2" in log and "interrupted after" in log
+    assert outcome(store, cell.run_id) == reference
+    # The W&B run resumed under the cell's id: both task runs wrote to the same run.
+    runs = sorted((store / "wandb").glob("offline-run-*"))
+    assert len(runs) >= 2
+    assert {p.name for r in runs for p in r.glob("run-*.wandb")} == {
+        f"run-{wandb_run_id(cell.run_id)}.wandb"
+    }
+
+
+def _restarts(task: str) -> int:
+    out = subprocess.run(
+        ["scontrol", "show", "job", task], capture_output=True, text=True, timeout=30
+    )
+    field = next((w for w in out.stdout.split() if w.startswith("Restarts=")), "Restarts=0")
+    return int(field.split("=")[1])
+
+
+@pytest.mark.slurm
+def test_cancelled_task_is_resubmitted_and_resumes(
+    tmp_path: Path, store: Path, reference: dict[str, Any]
+) -> None:
+    spec = write_spec(tmp_path, "cancel", LONG, {"estimator": ["hardtanh"], "seed": [1]})
+    (cell,) = load_spec(spec).cells
+    args = ["run", str(spec), "--store", str(store), "--executor", "slurm", "--time-min", "5"]
+    out = cli(*args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (task,) = latest_tasks(store, "cancel").values()
+    wait_until(lambda: epochs_written(store, cell.run_id) >= 1, 180, "the first epoch")
+    subprocess.run(["scancel", task], check=True, timeout=30)
+    wait_until(lambda: state(store, cell.run_id) == "interrupted", 60, "the cell to checkpoint")
+    assert 1 <= epochs_written(store, cell.run_id) < LONG["epochs"]
+    wait_until(lambda: slurm_states(store, "cancel").get(cell.run_id) == "CANCELLED", 60, "sacct")
+    again = cli(*args, "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "submitted 1 cells" in again.stdout
+    assert latest_tasks(store, "cancel")[cell.run_id] != task
+    assert state(store, cell.run_id) == "completed"
+    assert outcome(store, cell.run_id) == reference
+
+
+@pytest.mark.slurm
+def test_failing_cell_is_reported_failed(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Full MNIST from a folder that does not exist: validation passes, the task fails at run time.
+    bad = RunConfig.from_dict({**BASE, "dataset": "mnist", "data_root": str(store / "no-mnist")})
+    args = parse("--time-min", "5", "--wait")
+    code = submit([CellTask(bad, str(store), "failing")], args, store)
+    assert code == 1
+    assert state(store, bad.run_id) == "failed"
+    summary = read_json(run_store.run_dir(store, bad.run_id) / run_store.SUMMARY)
+    assert "MNIST" in summary["error"]
+    assert "failed" in capsys.readouterr().err
+    wait_until(
+        lambda: slurm_states(store, "failing").get(bad.run_id) == "FAILED", 60, "sacct FAILED"
+    )
+
+
+# ----------------------------------------------------------------------------- no cluster needed
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_options_become_sbatch_parameters() -> None:
+    args = parse(
+        "--partition", "gpu", "--gpus-per-task", "2", "--cpus-per-task", "4", "--mem-gb", "1.5",
+        "--time-min", "30", "--slurm-arg", "account=abc", "--slurm-arg", "exclusive",
+    )  # fmt: skip
+    params = SlurmOptions.from_args(args).executor_parameters("ste-x")
+    assert params["partition"] == "gpu"
+    assert params["gpus_per_task"] == 2
+    assert params["cpus_per_task"] == 4
+    assert params["mem"] == "1536M"
+    assert params["time"] == 30
+    assert params["signal_delay_s"] == 90
+    assert params["additional_parameters"] == {"account": "abc", "exclusive": True}
+    # Every submission has a time limit, and the warning signal comes before it.
+    short = SlurmOptions.from_args(parse("--time-min", "1")).executor_parameters("ste-x")
+    assert short["time"] == 1 and short["signal_delay_s"] < 60
+
+
+@pytest.mark.parametrize("bad", ["=x", "", "a b=1"])
+def test_malformed_slurm_arg_is_a_user_error(bad: str) -> None:
+    with pytest.raises(UserError, match="--slurm-arg"):
+        SlurmOptions.from_args(parse("--slurm-arg", bad))
+
+
+@pytest.mark.parametrize(
+    "flag", ["--time-min=0", "--cpus-per-task=0", "--mem-gb=-1", "--gpus-per-task=x"]
+)
+def test_bad_resource_values_are_rejected(flag: str) -> None:
+    with pytest.raises(SystemExit):
+        parse(flag)
+
+
+def test_task_threads_come_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert task_threads() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert task_threads() is None
+
+
+def test_no_submission_means_no_slurm_states(tmp_path: Path) -> None:
+    assert slurm_states(tmp_path, "never-submitted") == {}
