@@ -1,0 +1,286 @@
+"""The configuration of one training run.
+
+`RunConfig` is a frozen dataclass whose defaults are the reference article's recipe (Adam,
+lr 1e-3, betas (0.5, 0.999), batch 64, 5 epochs, MSE loss, the article's hardtanh STE). Specs and
+CLI flags are diffs against these defaults. Every value is validated when the config is built, so
+a `RunConfig` that exists is a valid one; the estimator spec is stored in its canonical form so
+that equal configs give equal run ids.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+# Images per split of each dataset (train, test); train_subset/test_subset may not exceed them.
+DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-mini": (6000, 1000)}
+PRECISIONS = ("fp32", "bf16")
+PROBES = ("linear", "knn")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ConfigError(ValueError):
+    """An invalid run configuration (the message is one line naming every bad field)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run of the article's binary autoencoder (defaults = the article's recipe)."""
+
+    # --- identity: these fields define the run and its id ---
+    estimator: str = "hardtanh"  # estimator spec (stored canonical); "hardtanh" is the article's
+    seed: int = 0  # drives weights, data order and estimator noise (separate streams)
+    dataset: str = "mnist"  # "mnist" (torchvision) or "mnist-mini" (bundled subset)
+    train_subset: int | None = None  # first N of the fixed train selection (None = all)
+    test_subset: int | None = None  # first N of the fixed test selection (None = all)
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3  # Adam
+    beta1: float = 0.5  # Adam betas as in the article (GAN-style 0.5, not the usual 0.9)
+    beta2: float = 0.999
+    code_channels: int = 512  # bottleneck width: 512 x 1 x 1 binary code
+    pre_threshold_relu: bool = True  # the ReLU after the last BatchNorm, before the threshold
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast around the forward)
+    probe: str = "linear"  # digit probe on the binary codes: "linear" (ridge) or "knn"
+    # --- execution: how the run is carried out, not part of its id ---
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    data_root: str | None = None  # None -> $STE_DATA_ROOT -> per-user cache folder
+    stack: int = 1  # speed setting only (stacked multi-run training)
+    compile: bool = False  # torch.compile (GPU extra)
+    num_threads: int | None = None  # torch CPU threads (None = leave torch's default)
+
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "estimator",
+        "seed",
+        "dataset",
+        "train_subset",
+        "test_subset",
+        "epochs",
+        "batch_size",
+        "lr",
+        "beta1",
+        "beta2",
+        "code_channels",
+        "pre_threshold_relu",
+        "precision",
+        "probe",
+    )
+
+    def __post_init__(self) -> None:
+        errors, normalised = _check_values({f.name: getattr(self, f.name) for f in fields(self)})
+        if errors:
+            raise ConfigError("; ".join(errors))
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """All field names, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build a config from a mapping of fields (missing ones take the defaults).
+
+        Raises:
+            ConfigError: one line listing every unknown key (with close matches) and bad value.
+        """
+        errors = validate_dict(data)
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as a JSON-ready dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the run (those hashed into the run id)."""
+        return {name: getattr(self, name) for name in self.IDENTITY_FIELDS}
+
+    @property
+    def run_id(self) -> str:
+        """`{slug(estimator)}-s{seed}-{sha256(canonical json of identity())[:10]}`."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+        return f"{slug(self.estimator)}-s{self.seed}-{digest}"
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (validated like `from_dict`)."""
+        return apply_overrides(self, changes, skip_none=False)
+
+
+def slug(text: str, max_len: int = 60) -> str:
+    """Lower-case `text` with every run of other characters than [a-z0-9] turned into one '-'."""
+    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return out[:max_len].rstrip("-") or "run"
+
+
+def validate_dict(data: Mapping[str, Any]) -> list[str]:
+    """Every problem with a mapping of config fields, as a list of one-line messages."""
+    if not isinstance(data, Mapping):
+        return [f"a run config must be a mapping, got {type(data).__name__}"]
+    names = RunConfig.field_names()
+    errors = []
+    for key in data:
+        if key not in names:
+            errors.append(_unknown_key_message(key, names))
+    known = {k: v for k, v in data.items() if k in names}
+    errors += _check_values({**_defaults(), **known}, only=set(known))[0]
+    return errors
+
+
+def apply_overrides(
+    base: RunConfig | Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+    *,
+    skip_none: bool = True,
+) -> RunConfig:
+    """Apply CLI-style overrides to a config (or to a mapping, or to the defaults).
+
+    Args:
+        base: the config (or field mapping) the overrides apply to; None means the defaults.
+        overrides: field -> value; keys are config field names (a '-' is read as '_').
+        skip_none: ignore overrides whose value is None (argparse's "flag not given").
+
+    Raises:
+        ConfigError: an unknown field or a bad value.
+    """
+    merged: dict[str, Any] = {}
+    if isinstance(base, RunConfig):
+        merged.update(base.to_dict())
+    elif base is not None:
+        merged.update(base)
+    for key, value in overrides.items():
+        if skip_none and value is None:
+            continue
+        merged[str(key).replace("-", "_")] = value
+    return RunConfig.from_dict(merged)
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(RunConfig)}
+
+
+def _unknown_key_message(key: Any, names: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown config key {key!r}{hint}"
+
+
+def _check_values(
+    values: dict[str, Any], only: set[str] | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Check every field's type and range; returns (errors, normalised values)."""
+    errors: list[str] = []
+    out: dict[str, Any] = {}
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    def check_int(name: str, low: int, optional: bool = False) -> None:
+        value = values[name]
+        if value is None and optional:
+            out[name] = None
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            if want(name):
+                kind = "an integer or null" if optional else "an integer"
+                errors.append(f"{name} must be {kind}, got {value!r}")
+            return
+        if value < low and want(name):
+            errors.append(f"{name} must be >= {low}, got {value}")
+        out[name] = int(value)
+
+    def check_float(name: str, low: float, high: float, low_open: bool, high_open: bool) -> None:
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            if want(name):
+                errors.append(f"{name} must be a number, got {value!r}")
+            return
+        value = float(value)
+        bad = (
+            not math.isfinite(value)
+            or (value <= low if low_open else value < low)
+            or (value >= high if high_open else value > high)
+        )
+        if bad and want(name):
+            lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+            errors.append(f"{name} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+        out[name] = value
+
+    def check_choice(name: str, choices: tuple[str, ...]) -> None:
+        value = values[name]
+        if value not in choices:
+            if want(name):
+                options = ", ".join(repr(c) for c in choices)
+                errors.append(f"{name} must be one of {options}, got {value!r}")
+            return
+        out[name] = value
+
+    def check_bool(name: str) -> None:
+        if not isinstance(values[name], bool):
+            if want(name):
+                errors.append(f"{name} must be true or false, got {values[name]!r}")
+            return
+        out[name] = values[name]
+
+    # Estimator: validated (and canonicalised) by the registry itself.
+    spec = values["estimator"]
+    try:
+        from ste_variants import canonical_spec
+
+        out["estimator"] = canonical_spec(spec)
+    except Exception as exc:  # EstimatorSpecError, or a TypeError for a non-spec value
+        if want("estimator"):
+            errors.append(f"estimator: {_one_line(exc)}")
+
+    check_int("seed", 0)
+    check_choice("dataset", tuple(DATASET_SIZES))
+    check_int("train_subset", 2, optional=True)  # BatchNorm cannot train on one image
+    check_int("test_subset", 1, optional=True)
+    check_int("epochs", 1)
+    check_int("batch_size", 2)  # BatchNorm on the 1x1 code needs two images per batch
+    check_float("lr", 0.0, math.inf, low_open=True, high_open=True)
+    check_float("beta1", 0.0, 1.0, low_open=False, high_open=True)
+    check_float("beta2", 0.0, 1.0, low_open=False, high_open=True)
+    check_int("code_channels", 1)
+    check_bool("pre_threshold_relu")
+    check_choice("precision", PRECISIONS)
+    check_choice("probe", PROBES)
+    check_int("stack", 1)
+    check_bool("compile")
+    check_int("num_threads", 1, optional=True)
+
+    device = values["device"]
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        if want("device"):
+            errors.append(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    else:
+        out["device"] = device
+
+    root = values["data_root"]
+    if root is not None and not isinstance(root, str | os.PathLike):
+        if want("data_root"):
+            errors.append(f"data_root must be a path or null, got {root!r}")
+    else:
+        out["data_root"] = None if root is None else os.fspath(root)
+
+    dataset = out.get("dataset")
+    if dataset is not None:
+        for name, size in zip(("train_subset", "test_subset"), DATASET_SIZES[dataset], strict=True):
+            value = out.get(name)
+            if value is not None and value > size and want(name):
+                errors.append(f"{name} {value} exceeds the {size} images of {dataset}")
+    return errors, out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,103 @@
+"""Evaluation passes of the autoencoder and the article's reconstruction figure.
+
+The article never calls `net.eval()`: its test reconstructions use BatchNorm's batch statistics
+and training-mode estimator behaviour. We evaluate in eval mode (BatchNorm running statistics,
+deterministic threshold for stochastic estimators), so a test image's code and reconstruction do
+not depend on the other images in its batch; the callers switch the mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from runners.data import normalize
+from runners.io import atomic_write_bytes
+
+EVAL_BATCH = 1000  # fixed, so evaluation arithmetic does not depend on the dataset size
+FIGURE_IMAGES = 5  # the article's figure: five originals beside their reconstructions
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Test-set results: mean squared error per pixel and the binary codes (N, C) uint8 on CPU."""
+
+    mse: float
+    codes: torch.Tensor
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast around the forward when `precision == "bf16"`, else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32") -> EvalResult:
+    """Test MSE (over all pixels of all images) and codes of uint8 `images` (N, 1, 28, 28)."""
+    squared = torch.zeros((), dtype=torch.float64, device=images.device)
+    codes = []
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        x = normalize(images[start : start + EVAL_BATCH])
+        with autocast_context(precision, images.device):
+            code = model.encode(x)
+            recon = model.decode(code)
+        squared += F.mse_loss(recon.float(), x, reduction="sum").to(torch.float64)
+        codes.append(code.reshape(code.shape[0], -1).to(torch.uint8))
+    mse = float(squared) / images[0].numel() / images.shape[0]
+    return EvalResult(mse=mse, codes=torch.cat(codes).cpu())
+
+
+@torch.no_grad()
+def encode_all(
+    model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32"
+) -> torch.Tensor:
+    """Binary codes (N, C) uint8 on the CPU of uint8 `images`."""
+    codes = []
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        with autocast_context(precision, images.device):
+            code = model.encode(normalize(images[start : start + EVAL_BATCH]))
+        codes.append(code.reshape(code.shape[0], -1).to(torch.uint8))
+    return torch.cat(codes).cpu()
+
+
+@torch.no_grad()
+def reconstruct(
+    model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals, reconstructions) as float32 CPU tensors in [-1, 1] of uint8 `images`."""
+    x = normalize(images)
+    with autocast_context(precision, images.device):
+        recon = model(x)
+    return x.cpu(), recon.float().cpu()
+
+
+def save_reconstruction_png(path: Path, originals: torch.Tensor, recons: torch.Tensor) -> None:
+    """The article's figure: rows of "Original" beside "Reconstruction" (grey, range [-1, 1]).
+
+    Written with matplotlib's Agg canvas and no PNG metadata, so the same images give the same
+    bytes. Unlike the article (autoscaled grey levels) both panels share the fixed range [-1, 1].
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = originals.shape[0]
+    fig = Figure(figsize=(10, 2 * rows))
+    FigureCanvasAgg(fig)
+    for row in range(rows):
+        for col, (title, image) in enumerate(
+            (("Original", originals[row]), ("Reconstruction", recons[row]))
+        ):
+            ax = fig.add_subplot(rows, 2, 2 * row + col + 1)
+            ax.set_title(title)
+            ax.imshow(image.reshape(28, 28).numpy(), cmap="gray", vmin=-1.0, vmax=1.0)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=60, metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())

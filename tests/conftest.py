@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny CPU run configs on the bundled mnist-mini, and one finished run."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runners.config import RunConfig
+
+# Small enough for a 2-core CPU (4 steps of 64 images per epoch), big enough to learn something.
+TINY = {
+    "dataset": "mnist-mini",
+    "train_subset": 256,
+    "test_subset": 128,
+    "epochs": 1,
+    "batch_size": 64,
+    "device": "cpu",
+    "num_threads": 1,
+}
+
+
+@pytest.fixture
+def tiny_config() -> Callable[..., RunConfig]:
+    """Factory: a tiny CPU run config on mnist-mini; keyword arguments override fields."""
+
+    def make(**overrides: object) -> RunConfig:
+        return RunConfig.from_dict({**TINY, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path]:
+    """One completed 2-epoch tiny run, trained once per session: (config, run folder).
+
+    Read-only: tests that modify a run copy it first (see `copy_run`).
+    """
+    from runners.store import run_dir
+    from runners.train import train_run
+
+    config = RunConfig.from_dict({**TINY, "epochs": 2})
+    store = tmp_path_factory.mktemp("finished-store")
+    summary = train_run(config, store, progress=False, raise_errors=True)
+    assert summary["status"] == "completed"
+    return config, run_dir(store, config.run_id)
+
+
+@pytest.fixture
+def copy_run(tmp_path: Path) -> Callable[[Path], Path]:
+    """Copy a run folder into a fresh store under tmp_path; returns the new store root."""
+
+    def copy(folder: Path) -> Path:
+        store = tmp_path / "store"
+        shutil.copytree(
+            folder, store / "runs" / folder.name, ignore=shutil.ignore_patterns(".lock")
+        )
+        return store
+
+    return copy
