@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from runners.errors import UserError
 
@@ -34,15 +35,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints its usage before an error; we print one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ste-ablate",
         description=(
             "Straight-through estimator ablations: list estimators, train one run, run ablation "
             "grids (local or SLURM) with W&B tracking, and analyse the results."
         ),
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Subparsers inherit the parser class, so every subcommand errors in one line too.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"runners.commands.{name}")
