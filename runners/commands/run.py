@@ -1,0 +1,333 @@
+"""`ste-ablate run SPEC` (train a grid's missing cells) and `ste-ablate status SPEC` (its state).
+
+`run` validates the whole spec first (exit 2, nothing written, on any problem), writes the spec
+index STORE/specs/<name>.json, then runs only the cells that are not final: completed and
+diverged cells are never retrained; failed, interrupted and missing ones are (interrupted ones
+resume from their checkpoint). Cells another process is training (lock held) are left to it and
+reported as running. Exit codes: 0 = every cell of the spec completed; 1 = some cell is not
+completed (failed, diverged, running elsewhere, not submitted); 2 = bad input; 128 + N = stopped by
+signal N (130 for Ctrl-C, 143 for SIGTERM), the cell in training checkpointed as interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from runners import store as run_store
+from runners.errors import UserError
+from runners.grid import Cell, Spec, load_spec
+from runners.io import atomic_write_json
+from runners.tracking import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
+from runners.work import CellTask
+
+DEFAULT_STORE = "ste-store"
+
+_RUN_EPILOG = """\
+examples:
+  ste-ablate run ablations/quickstart.yaml                    sequential, W&B auto
+  ste-ablate run ablations/estimators.yaml --workers 4 --wandb offline
+  ste-ablate run ablations/quickstart.yaml --dry-run          list cells, write nothing
+  ste-ablate status ablations/quickstart.yaml                 table of cell states
+
+Rerunning a spec runs only what is missing or unfinished. Completed and diverged cells are
+final; failed and interrupted cells rerun (interrupted ones resume from their last epoch
+checkpoint, bit-identical on CPU). Two `run` processes on one store share the work: each skips
+the cells the other holds (reported as running) instead of waiting for them.
+
+W&B (--wandb): auto = online when credentials are configured (WANDB_API_KEY or `wandb login`),
+else offline (upload later with `wandb sync STORE/wandb/offline-run-*`); WANDB_MODE, when set,
+decides in auto mode. W&B files go to STORE/wandb unless WANDB_DIR is set. A W&B failure never
+stops training: the store is the source of truth.
+
+exit codes: 0 every cell completed; 1 some cell failed, diverged or is still running elsewhere;
+2 bad input (nothing written); 130/143 stopped by SIGINT/SIGTERM (the cell in training checkpointed).
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` and ``status`` commands."""
+    run = subparsers.add_parser(
+        "run",
+        help="run an ablation grid (only its missing or unfinished cells)",
+        description="Validate an ablation spec, then train every cell of its grid that is not "
+        "finished yet, into the run store, with W&B tracking.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_spec_and_store(run)
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="worker processes (default: one per GPU when there are several, else 1: "
+        "sequential in this process)",
+    )
+    run.add_argument(
+        "--wandb",
+        choices=WANDB_MODES,
+        default="auto",
+        help="W&B mode (default: auto, see below)",
+    )
+    run.add_argument(
+        "--wandb-project",
+        metavar="P",
+        help=f"W&B project (default: the spec's wandb.project, else {DEFAULT_PROJECT!r})",
+    )
+    run.add_argument("--wandb-entity", metavar="E", help="W&B entity (default: the spec's)")
+    run.add_argument(
+        "--dry-run", action="store_true", help="list the cells and which would run; write nothing"
+    )
+    run.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
+    run.add_argument(
+        "--executor",
+        choices=("local", "slurm") if _slurm() else ("local",),
+        default="local",
+        help="where cells run (default: local)",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bars, only one line per cell"
+    )
+    slurm = _slurm()
+    if slurm is not None:
+        slurm.add_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    status = subparsers.add_parser(
+        "status",
+        help="table of a grid's cells and their state",
+        description="Show every cell of a spec with its state in the store (completed, failed, "
+        "diverged, running, interrupted, missing), epochs done and final test MSE.",
+    )
+    _add_spec_and_store(status)
+    status.set_defaults(func=cmd_status)
+
+
+def _add_spec_and_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec", metavar="SPEC", help="the grid's YAML file, e.g. ablations/quickstart.yaml"
+    )
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        default=os.environ.get("STE_STORE", DEFAULT_STORE),
+        help=f"run store folder (default: $STE_STORE or {DEFAULT_STORE!r})",
+    )
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be at least 1, got {value}")
+    return value
+
+
+def _slurm() -> ModuleType | None:
+    """runners.slurm when it exists (the SLURM executor is optional)."""
+    try:
+        return importlib.import_module("runners.slurm")
+    except ModuleNotFoundError as exc:
+        if exc.name == "runners.slurm":
+            return None
+        raise
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`ste-ablate run`: returns the exit code (see the module docstring)."""
+    spec = load_spec(args.spec)
+    cells = _with_execution(spec.cells, device=args.device, data_root=args.data_root)
+    store = Path(args.store)
+    states = {c.run_id: run_store.cell_state(run_store.run_dir(store, c.run_id)) for c in cells}
+    todo = [c for c in cells if states[c.run_id] not in run_store.FINAL_STATES + ("running",)]
+    busy = [c for c in cells if states[c.run_id] == "running"]
+    done = len(cells) - len(todo) - len(busy)
+
+    print(f"{spec.name}: {len(cells)} cells ({' x '.join(spec.axes)}); store {store}")
+    if args.dry_run:
+        _print_cells(spec, cells, states, action=True)
+        tally = Counter(states[c.run_id] for c in todo)
+        what = ", ".join(f"{n} {s}" for s, n in sorted(tally.items()))
+        print(
+            f"{len(todo)} would run ({what or 'none'}), {done} final, {len(busy)} running "
+            "elsewhere. --dry-run: nothing was written."
+        )
+        return 0
+
+    slurm = _slurm() if args.executor == "slurm" else None
+    if slurm is not None and hasattr(slurm, "preflight"):
+        slurm.preflight(args)  # sbatch present, options valid: before anything is written
+    _preflight(todo, check_device=slurm is None)  # GPUs are on the compute nodes, not here
+    atomic_write_json(store / "specs" / f"{spec.name}.json", spec.index())
+    print(f"{len(todo)} to run, {done} already final, {len(busy)} running elsewhere")
+    if not todo:
+        return _finish(spec, cells, store, signum=None, started=time.perf_counter())
+
+    wandb = _wandb_options(args, spec, store)
+    # Absolute paths: workers and array tasks may start in another folder.
+    root = str(store.resolve())
+    tasks = [
+        CellTask(c.config, root, spec.name, dict(c.factors), wandb, progress=None) for c in todo
+    ]
+    if slurm is not None:
+        return int(slurm.submit(tasks, args, store))
+
+    from runners.executors import plan_workers, run_cells
+
+    workers, devices = plan_workers(args.workers, todo[0].config.device)
+    if workers > 1:
+        print(f"{workers} worker processes" + (f" on {', '.join(devices)}" if devices else ""))
+        tasks = [replace(t, progress=False) for t in tasks]  # N bars would garble the terminal
+    elif args.no_progress:
+        tasks = [replace(t, progress=False) for t in tasks]
+    started = time.perf_counter()
+    outcome = run_cells(
+        tasks,
+        workers=workers,
+        devices=devices,
+        total=len(cells),
+        done_before=done,
+        show_progress=False if args.no_progress else None,
+    )
+    if wandb.mode == "offline":
+        where = Path(os.environ.get("WANDB_DIR") or wandb.directory or ".") / "wandb"
+        print(f"W&B runs are offline; upload them with: wandb sync {where}/offline-run-*")
+    return _finish(spec, cells, store, signum=outcome.signum, started=started)
+
+
+def _with_execution(cells: list[Cell], *, device: str | None, data_root: str | None) -> list[Cell]:
+    """Apply --device / --data-root (execution fields: the run ids do not change)."""
+    changes = {k: v for k, v in (("device", device), ("data_root", data_root)) if v is not None}
+    if not changes:
+        return cells
+    return [Cell(c.config.replace(**changes), c.factors) for c in cells]
+
+
+def _preflight(todo: list[Cell], *, check_device: bool = True) -> None:
+    """Fail before writing anything when the device or the data is not there (UserError)."""
+    from runners.data import load_arrays
+    from runners.train import resolve_device
+
+    if check_device:
+        for device in sorted({c.config.device for c in todo}):
+            resolve_device(device)
+    # Loading once here also means pool workers never download MNIST concurrently.
+    for dataset, root in sorted({(c.config.dataset, c.config.data_root or "") for c in todo}):
+        load_arrays(dataset, root or None)
+
+
+def _wandb_options(args: argparse.Namespace, spec: Spec, store: Path) -> WandbOptions:
+    mode, message = resolve_mode(args.wandb)
+    directory = None if os.environ.get("WANDB_DIR") else str(store.resolve())
+    if message:
+        print(f"W&B: {message}", file=sys.stderr)
+    return WandbOptions(
+        mode=mode,
+        project=args.wandb_project or spec.wandb.project or DEFAULT_PROJECT,
+        entity=args.wandb_entity or spec.wandb.entity,
+        group=spec.name,
+        tags=spec.wandb.tags,
+        directory=directory,
+    )
+
+
+def _finish(
+    spec: Spec, cells: list[Cell], store: Path, *, signum: int | None, started: float
+) -> int:
+    states = Counter(run_store.cell_state(run_store.run_dir(store, c.run_id)) for c in cells)
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    print(f"{spec.name}: {tally} ({time.perf_counter() - started:.1f} s)")
+    if signum is not None:
+        print(f"stopped by signal {signum}; rerun the same command to resume", file=sys.stderr)
+        return 128 + int(signum)
+    if states["completed"] == len(cells):
+        return 0
+    if states["running"]:
+        print(
+            f"{states['running']} cell(s) still being trained by another process: they were "
+            "left to it; see `ste-ablate status`",
+            file=sys.stderr,
+        )
+    return 1
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`ste-ablate status`: print the table; exit 0 (2 on a bad spec)."""
+    spec = load_spec(args.spec)
+    store = Path(args.store)
+    infos = {c.run_id: run_store.cell_info(run_store.run_dir(store, c.run_id)) for c in spec.cells}
+    slurm_states: dict[str, str] | None = None
+    slurm = _slurm()
+    if slurm is not None and hasattr(slurm, "slurm_states"):
+        try:
+            slurm_states = slurm.slurm_states(store, spec)
+        except UserError:
+            raise
+        except Exception as exc:  # sacct/squeue missing or failing: the store's view still shows
+            print(f"ste-ablate: warning: no SLURM states ({exc})", file=sys.stderr)
+    print(f"{spec.name}: {len(spec.cells)} cells ({' x '.join(spec.axes)}); store {store}")
+    _print_cells(spec, spec.cells, {k: v.state for k, v in infos.items()}, infos, slurm_states)
+    tally = Counter(info.state for info in infos.values())
+    print(", ".join(f"{n} {s}" for s, n in sorted(tally.items())))
+    return 0
+
+
+def _print_cells(
+    spec: Spec,
+    cells: list[Cell],
+    states: dict[str, str],
+    infos: dict[str, run_store.CellInfo] | None = None,
+    slurm_states: dict[str, str] | None = None,
+    *,
+    action: bool = False,
+) -> None:
+    headers = ["run_id", *spec.axes, "state"]
+    if infos is not None:
+        headers += ["epochs", "test_mse"]
+    if slurm_states is not None:
+        headers.append("slurm")
+    if action:
+        headers.append("action")
+    rows = []
+    for cell in cells:
+        state = states[cell.run_id]
+        row = [cell.run_id, *(_show(cell.factors[a]) for a in spec.axes), state]
+        if infos is not None:
+            summary = infos[cell.run_id].summary or {}
+            mse = summary.get("test_mse")
+            epochs = summary.get("epochs_done")
+            row += [
+                "" if epochs is None else str(epochs),
+                f"{mse:.5f}" if isinstance(mse, float) else "-",
+            ]
+        if slurm_states is not None:
+            row.append(slurm_states.get(cell.run_id, "-"))
+        if action:
+            final = state in run_store.FINAL_STATES
+            row.append("skip" if final else "leave (running)" if state == "running" else "run")
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)

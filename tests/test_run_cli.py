@@ -1,0 +1,172 @@
+"""`ste-ablate run` and `ste-ablate status` end to end (in-process, and in subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runners import store as run_store
+from runners.cli import main
+from runners.grid import load_spec
+from runners.io import read_json
+
+TINY_BASE = (
+    "base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
+    "device: cpu, num_threads: 1}\n"
+)
+
+
+def write_spec(tmp_path: Path, grid: str, name: str = "tiny", base: str = TINY_BASE) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndescription: test grid\n{base}grid:\n{grid}")
+    return path
+
+
+def ste(*args: str) -> subprocess.Popen:
+    """`ste-ablate ARGS` in a subprocess (stdout/stderr piped, own session)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+            "WANDB_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1",
+        },
+    )
+
+
+def test_bad_spec_lists_every_problem_exits_2_and_writes_nothing(tmp_path, capsys) -> None:
+    spec = write_spec(tmp_path, "  estimator: [identity, sigmod]\n  sed: [0]\n")
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ste-ablate: error:")
+    assert "sigmod" in err and "'sed' (did you mean 'seed'?)" in err and "2 problems" in err
+    assert not store.exists()
+    assert main(["status", str(spec), "--store", str(store)]) == 2
+    assert main(["run", str(tmp_path / "missing.yaml"), "--store", str(store)]) == 2
+    assert not store.exists()
+
+
+def test_dry_run_lists_cells_and_writes_nothing(tmp_path, capsys) -> None:
+    spec = write_spec(tmp_path, "  estimator: [identity, 'sigmoid(beta=1)']\n  seed: [0, 1]\n")
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for cell in load_spec(spec).cells:
+        assert cell.run_id in out
+    assert "4 would run (4 missing)" in out and "sigmoid" in out
+    assert not store.exists()
+
+
+def test_run_then_rerun_trains_nothing_and_status_shows_the_table(tmp_path, capsys) -> None:
+    spec_path = write_spec(tmp_path, "  estimator: [identity, hardtanh]\n  seed: [0]\n")
+    store = tmp_path / "store"
+    args = ["run", str(spec_path), "--store", str(store), "--wandb", "disabled", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 to run, 0 already final" in out and "2 completed" in out
+
+    spec = load_spec(spec_path)
+    index = read_json(store / "specs" / "tiny.json")
+    assert index["spec_sha256"] == spec.sha256 and index["axes"] == ["estimator", "seed"]
+    assert [c["run_id"] for c in index["cells"]] == [c.run_id for c in spec.cells]
+    assert index["cells"][1]["factors"] == {"estimator": "hardtanh", "seed": 0}
+
+    summaries = {c.run_id: run_store.run_dir(store, c.run_id) / "summary.json" for c in spec.cells}
+    mtimes = {k: p.stat().st_mtime_ns for k, p in summaries.items()}
+    started = time.perf_counter()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 to run, 2 already final" in out
+    assert {k: p.stat().st_mtime_ns for k, p in summaries.items()} == mtimes
+    assert time.perf_counter() - started < 10  # nothing trained
+
+    assert main(["status", str(spec_path), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    for cell in spec.cells:
+        line = next(line for line in out.splitlines() if line.startswith(cell.run_id))
+        mse = read_json(summaries[cell.run_id])["test_mse"]
+        assert "completed" in line and f"{mse:.5f}" in line
+    assert "2 completed" in out
+
+
+def test_diverged_cell_is_final_and_makes_the_exit_code_1(tmp_path, capsys) -> None:
+    spec_path = write_spec(tmp_path, "  lr: [0.001, 1.0e+30]\n")
+    store = tmp_path / "store"
+    args = ["run", str(spec_path), "--store", str(store), "--wandb", "disabled", "--no-progress"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 completed, 1 diverged" in out
+    assert main(args) == 1
+    assert "0 to run, 2 already final" in capsys.readouterr().out
+    assert main(["status", str(spec_path), "--store", str(store)]) == 0
+    assert "diverged" in capsys.readouterr().out
+
+
+def test_offline_wandb_lands_in_the_store(tmp_path, capsys, monkeypatch) -> None:
+    for name in ("WANDB_DIR", "WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    spec_path = write_spec(tmp_path, "  seed: [0]\n")
+    store = tmp_path / "store"
+    args = ["run", str(spec_path), "--store", str(store), "--wandb", "offline", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"wandb sync {store / 'wandb'}/offline-run-*" in out
+    assert len(list((store / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    import wandb
+
+    wandb.teardown()  # W&B ran in this process: stop its service, drop WANDB_SERVICE
+    assert "WANDB_SERVICE" not in os.environ
+
+
+def test_help_explains_options_and_exit_codes(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for piece in ("--workers", "--wandb", "--dry-run", "--store", "exit codes", "wandb sync"):
+        assert piece in text
+
+
+def test_two_runs_on_one_store_share_the_cells(tmp_path) -> None:
+    spec_path = write_spec(
+        tmp_path,
+        "  seed: [0, 1]\n",
+        base=TINY_BASE.replace("epochs: 1", "epochs: 3").replace("128, test", "256, test"),
+    )
+    store = tmp_path / "store"
+    spec = load_spec(spec_path)
+    first_dir = run_store.run_dir(store, spec.cells[0].run_id)
+    first = ste("run", str(spec_path), "--store", str(store), "--no-progress")
+    try:
+        deadline = time.monotonic() + 120
+        while not run_store.lock_held(first_dir):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        second = ste("run", str(spec_path), "--store", str(store), "--no-progress")
+        out2, err2 = second.communicate(timeout=300)
+        out1, err1 = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert "1 to run, 0 already final, 1 running elsewhere" in out2, out2 + err2
+    assert {first.returncode, second.returncode} <= {0, 1}, err1 + err2
+    for cell in spec.cells:
+        folder = run_store.run_dir(store, cell.run_id)
+        assert run_store.cell_state(folder) == "completed"
+        assert len(json.loads((folder / "summary.json").read_text())["files"]) >= 4
+    # each cell was trained by exactly one of the two processes
+    trained1 = {c.run_id for c in spec.cells if f"completed   {c.run_id}" in err1}
+    trained2 = {c.run_id for c in spec.cells if f"completed   {c.run_id}" in err2}
+    assert trained1 | trained2 == {c.run_id for c in spec.cells}
+    assert not trained1 & trained2
