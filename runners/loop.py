@@ -2,7 +2,8 @@
 
 `RunLoop` is driven by `runners.train.train_run`, which has already validated the config, loaded
 the data and taken the cell's lock. Everything that must survive an interruption lives in the
-checkpoint (`_checkpoint_payload`), so a resumed run ends bit-identical to an uninterrupted one.
+checkpoint (`_checkpoint_payload`, CPU thread count included), so a resumed run ends
+bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from runners.train import (
     build_optimizer,
     derive_seed,
     epoch_batches,
+    keep_thread_count,
     runtime_info,
     train_step,
 )
@@ -87,6 +89,8 @@ class RunLoop:
         self.train_time = 0.0
         self.wall_before = 0.0  # wall time of earlier sessions of this run
         self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
+        # The thread count the run started with; resuming on the CPU keeps it (`_keep_threads`).
+        self.torch_threads = torch.get_num_threads()
 
     def _checkpoint_payload(self, final: bool) -> dict[str, Any]:
         return {
@@ -108,6 +112,7 @@ class RunLoop:
             "epoch_train_time": self.epoch_train_time,
             "train_time": self.train_time,
             "wall_time": self._wall_time(),
+            "torch_threads": self.torch_threads,
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -171,6 +176,7 @@ class RunLoop:
         if not resumed:
             for name in (st.METRICS, st.STEPS, st.CHECKPOINT):
                 (folder / name).unlink(missing_ok=True)
+        self._keep_threads(ckpt if resumed else None)
         if st.read_config(folder) is None:
             st.write_config(
                 folder,
@@ -180,6 +186,15 @@ class RunLoop:
             )
         self._write_logs()
         return resumed
+
+    def _keep_threads(self, ckpt: dict[str, Any] | None) -> None:
+        # The count the run started with: its checkpoint's, else config.json's (an older
+        # checkpoint, or a restart after a kill before the first checkpoint was written).
+        recorded = (ckpt or {}).get("torch_threads")
+        if recorded is None:
+            runtime = (st.read_config(self.folder) or {}).get("runtime") or {}
+            recorded = runtime.get("torch_threads")
+        self.torch_threads = keep_thread_count(self.config, self.device, recorded)
 
     def _train(self) -> tuple[str, str | None]:
         config, model = self.config, self.model

@@ -10,6 +10,8 @@
   digit probe; then the reconstruction figure and summary.json.
 - Resume: a valid checkpoint without a final summary continues where it stopped, to the bit
   (the checkpoint holds model, optimiser, both generators and the position inside the epoch).
+  On the CPU it also keeps the torch thread count the run started with (`keep_thread_count`)
+  unless `config.num_threads` says otherwise: results depend on it.
 - A non-finite loss ends the run as "diverged"; SIGINT/SIGTERM finishes the current step, writes a
   checkpoint and ends it as "interrupted"; any other exception ends it as "failed".
 """
@@ -239,6 +241,32 @@ def _torch_settings(config: RunConfig, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
         if torch.are_deterministic_algorithms_enabled() != deterministic:
             torch.use_deterministic_algorithms(deterministic)
+
+
+def keep_thread_count(config: RunConfig, device: torch.device, recorded: Any) -> int:
+    """Resume a run with the torch thread count it started with (CPU results depend on it).
+
+    On the CPU, when `config.num_threads` is unset, sets torch's count to `recorded`; an explicit,
+    different `num_threads` wins, with a warning that the run will not be bit-identical. Called
+    inside `_torch_settings`, which restores torch's count afterwards.
+
+    Returns:
+        The count to record for the run: `recorded` when known, else the current count.
+    """
+    if not isinstance(recorded, int) or recorded < 1:
+        return torch.get_num_threads()  # unknown: the run goes on with (and records) this one
+    if device.type != "cpu":
+        return recorded  # GPU results are not promised bit-reproducible
+    if config.num_threads is None:
+        torch.set_num_threads(recorded)
+    elif config.num_threads != recorded:
+        print(
+            f"warning: run {config.run_id} started with {recorded} torch thread(s) and goes on "
+            f"with num_threads={config.num_threads}: it will not be bit-identical to an "
+            "uninterrupted run",
+            file=sys.stderr,
+        )
+    return recorded
 
 
 class _StopOnSignal:

@@ -22,9 +22,8 @@ from runners.config import RunConfig
 from runners.io import atomic_write_json, read_jsonl
 from runners.tracking import NullTracker, Tracker, WandbOptions, display_name, make_tracker
 
-# Set in pool workers by the executor: the device (one GPU per worker) and thread count.
+# Set in pool workers by the executor: the device (one GPU per worker).
 _WORKER_DEVICE: str | None = None
-_WORKER_THREADS: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,18 @@ class CellTask:
 
 
 def set_worker_resources(device: str | None, threads: int | None) -> None:
-    """Pin this process's cells to a device and a torch thread count (pool workers)."""
-    global _WORKER_DEVICE, _WORKER_THREADS
-    _WORKER_DEVICE, _WORKER_THREADS = device, threads
+    """Pin this process's cells to a device and set its torch thread count (pool workers).
+
+    The thread count is the process's, not a config value: a cell whose config leaves
+    `num_threads` unset starts with it, but resumes with the count it started with (results on
+    the CPU depend on it; see `runners.train.keep_thread_count`).
+    """
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = device
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def execute_cell(task: CellTask) -> dict[str, Any]:
@@ -136,13 +144,10 @@ def _tracker(task: CellTask, config: RunConfig) -> Tracker:
 
 
 def _with_worker_resources(config: RunConfig) -> RunConfig:
-    # Device and threads are execution fields, not identity fields: the run id is unchanged.
-    changes: dict[str, Any] = {}
+    # The device is an execution field, not an identity field: the run id is unchanged.
     if _WORKER_DEVICE is not None and config.device == "auto":
-        changes["device"] = _WORKER_DEVICE
-    if _WORKER_THREADS is not None and config.num_threads is None:
-        changes["num_threads"] = _WORKER_THREADS
-    return replace(config, **changes) if changes else config
+        return replace(config, device=_WORKER_DEVICE)
+    return config
 
 
 def _placeholder(run_id: str, status: str, error: str | None) -> dict[str, Any]:

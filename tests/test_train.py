@@ -17,6 +17,7 @@ from runners.io import read_json, read_jsonl
 from runners.metrics import strip_timing
 from runners.tracking import Tracker
 from runners.train import build_model, exit_code, resolve_device, train_run
+from runners.work import CellTask, execute_cell, set_worker_resources
 
 EPOCH_KEYS = {
     "epoch", "step", "train_mse", "test_mse", "test_psnr", "bit_entropy", "dead_bits",
@@ -204,6 +205,65 @@ def test_resume_in_the_middle_of_an_epoch_is_bit_identical(finished_run, tmp_pat
     assert (ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]) == (1, 6, 2)
     assert train_run(config, tmp_path, progress=False)["status"] == "completed"
     assert_same_run(reference, folder)
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """Restores torch's thread count (and a worker's resources) after the test."""
+    threads = torch.get_num_threads()
+    yield
+    set_worker_resources(None, None)
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("how", ["train_run", "pool worker", "no checkpoint yet"])
+def test_resume_keeps_the_thread_count_the_run_started_with(
+    finished_run, tmp_path, keep_torch_threads, how
+):
+    reference_config, reference = finished_run  # trained with num_threads=1
+    config = reference_config.replace(num_threads=None)  # torch's count: not part of the run id
+    assert config.run_id == reference_config.run_id
+    folder = st.run_dir(tmp_path, config.run_id)
+    torch.set_num_threads(1)
+    summary = train_run(config, tmp_path, tracker=Recorder(at_epoch=1), progress=False)
+    assert summary["status"] == "interrupted"
+    if how == "no checkpoint yet":  # killed before the first checkpoint: a restart from scratch
+        (folder / st.CHECKPOINT).unlink()
+
+    torch.set_num_threads(2)  # another machine, or a pool that gives each worker 2 threads
+    if how == "pool worker":
+        set_worker_resources(None, 2)
+        summary = execute_cell(CellTask(config, str(tmp_path)))
+    else:
+        summary = train_run(config, tmp_path, progress=False)
+    assert summary["status"] == "completed" and torch.get_num_threads() == 2  # restored
+    assert_same_run(reference, folder)  # as if trained in one go with 1 thread
+    assert read_json(folder / st.CONFIG)["runtime"]["torch_threads"] == 1
+    assert torch.load(folder / st.CHECKPOINT, weights_only=True)["torch_threads"] == 1
+
+
+def test_explicit_thread_count_wins_on_resume_with_a_warning(
+    tiny_config, tmp_path, keep_torch_threads, capsys
+):
+    config = tiny_config(epochs=2, train_subset=128, test_subset=64)  # num_threads=1
+    train_run(config, tmp_path, tracker=Recorder(at_step=1), progress=False)
+    folder = st.run_dir(tmp_path, config.run_id)
+    assert torch.load(folder / st.CHECKPOINT, weights_only=True)["torch_threads"] == 1
+    capsys.readouterr()
+
+    class Threads(Recorder):
+        def log_step(self, step, metrics):
+            self.calls.append(("threads", torch.get_num_threads()))
+
+    tracker = Threads()
+    summary = train_run(config.replace(num_threads=2), tmp_path, tracker=tracker, progress=False)
+    assert summary["status"] == "completed"
+    assert {call for call in tracker.calls if call[0] == "threads"} == {("threads", 2)}
+    err = capsys.readouterr().err
+    assert "started with 1 torch thread(s) and goes on with num_threads=2" in err
+    assert "not be bit-identical" in err
+    # The record keeps the count the run started with.
+    assert torch.load(folder / st.CHECKPOINT, weights_only=True)["torch_threads"] == 1
 
 
 def test_corrupt_checkpoint_is_ignored_and_the_run_restarts(finished_run, tmp_path):
