@@ -326,7 +326,11 @@ class WandbTracker(Tracker):
         import wandb
 
         # silent: the grid prints its own progress; console off: don't wrap stdout/tqdm.
-        return wandb.Settings(init_timeout=self.init_timeout, silent=True, console="off")
+        # reinit="create_new": stacked training keeps K runs open in one process; the default
+        # would hand every later wandb.init the first, still-open run.
+        return wandb.Settings(
+            init_timeout=self.init_timeout, silent=True, console="off", reinit="create_new"
+        )
 
     def _active(self) -> bool:
         return self.run is not None and not self.disabled

@@ -1,0 +1,155 @@
+"""Grid mode of `ste-ablate bench`: N cells x E epochs, ours (stacked) against the article's loop.
+
+The article's loop trains one cell after another, so its grid time is N·E epochs at the images/s
+measured in the same process (training only: the article evaluates nothing per epoch). Ours is
+the real thing, `runners.stacked.train_stacked` into a temporary store (evaluation, code
+statistics, probe, checkpoints and figures included), when its estimate fits the budget; else it
+is extrapolated from measured stacked steps plus one measured evaluation, and marked so.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from runners.config import RunConfig
+
+MEASURED_STEPS = 5
+
+
+def grid_configs(config: RunConfig, cells: int, epochs: int, stack: int) -> list[RunConfig]:
+    """The bench grid: the four required estimators, then the next seed, and so on."""
+    from runners.bench import GRID_ESTIMATORS
+
+    return [
+        config.replace(
+            estimator=GRID_ESTIMATORS[i % len(GRID_ESTIMATORS)],
+            seed=i // len(GRID_ESTIMATORS),
+            epochs=epochs,
+            stack=stack,
+        )
+        for i in range(cells)
+    ]
+
+
+def run_grid(
+    grid: tuple[int, int],
+    stack: int | None,
+    config: RunConfig,
+    data: Any,
+    device: torch.device,
+    loops: dict[str, Any],
+    budget_s: float,
+    log: Any,
+) -> dict[str, Any]:
+    """Time the grid; returns a JSON-ready dict (see `format_grid`)."""
+    from runners.data import batch_bounds
+    from runners.stacked import auto_stack, default_mode
+
+    cells, epochs = grid
+    k = max(1, min(stack or auto_stack(str(device), cells), cells))
+    configs = grid_configs(config, cells, epochs, k)
+    n_train = len(data.train)
+    steps_per_epoch = len(batch_bounds(n_train, config.batch_size))
+    mode = default_mode(device)
+    out: dict[str, Any] = {"cells": cells, "epochs": epochs, "stack": k, "mode": mode}
+    article = loops.get("article")
+    if article is not None:
+        out["article_s"] = cells * epochs * n_train / article["images_per_s"]
+        out["article_how"] = "extrapolated from the measured images/s (one cell after another)"
+    log(f"grid: measuring {MEASURED_STEPS} stacked steps of {k} members ({mode})")
+    step_s, eval_s = _measure(configs[:k], data, device, mode)
+    stacks = math.ceil(cells / k)
+    estimate = stacks * epochs * steps_per_epoch * step_s + cells * epochs * eval_s
+    out.update(stacked_step_s=step_s, eval_s=eval_s, ours_estimate_s=estimate)
+    if estimate <= budget_s:
+        log(f"grid: training {cells} cells x {epochs} epochs for real (estimate {estimate:.0f} s)")
+        out["ours_s"] = _real_grid(configs, k)
+        out["ours_how"] = "measured (train_stacked, evaluation and store writes included)"
+    else:
+        out["ours_s"] = estimate
+        out["ours_how"] = (
+            f"extrapolated ({estimate:.0f} s > budget {budget_s:.0f} s) from {MEASURED_STEPS} "
+            "measured stacked steps and one measured evaluation"
+        )
+    if article is not None:
+        out["speedup"] = out["article_s"] / out["ours_s"]
+    out["ours_images_per_s"] = cells * epochs * n_train / out["ours_s"]
+    return out
+
+
+def _measure(
+    configs: list[RunConfig], data: Any, device: torch.device, mode: str
+) -> tuple[float, float]:
+    """(seconds per stacked step, seconds per evaluation of one member)."""
+    from runners.evaluate import evaluate
+    from runners.loop import RunLoop
+    from runners.metrics import code_stats
+    from runners.stacked_model import TrainingStack
+    from runners.tracking import NullTracker
+
+    with tempfile.TemporaryDirectory(prefix="ste-bench-grid-") as tmp:
+        members = [
+            RunLoop(c, _path(tmp, c), device, data, NullTracker(), False, None) for c in configs
+        ]
+        stack = TrainingStack(members, mode, cuda_graph=False)
+        stack.train()
+        order = torch.stack([m.epoch_order() for m in members]).to(device)
+        bounds = members[0].bounds
+        times = []
+        for step in range(MEASURED_STEPS + 2):  # two warm-up steps
+            begin, end = bounds[step % len(bounds)]
+            started = time.perf_counter()
+            losses, _ = stack.train_step(order[:, begin:end])
+            torch.stack(list(losses)).tolist()  # the device sync a flush does
+            times.append(time.perf_counter() - started)
+        stack.unload()
+        model = members[0].model.eval()
+        started = time.perf_counter()
+        result = evaluate(model, data.test.images, configs[0].precision)
+        code_stats(result.codes, None)
+        eval_s = time.perf_counter() - started
+    return sorted(times[2:])[len(times[2:]) // 2], eval_s
+
+
+def _path(tmp: str, config: RunConfig) -> Any:
+    from pathlib import Path
+
+    return Path(tmp) / config.run_id
+
+
+def _real_grid(configs: list[RunConfig], k: int) -> float:
+    from runners.stacked import train_stacked
+    from runners.train import train_run
+
+    with tempfile.TemporaryDirectory(prefix="ste-bench-store-") as store:
+        started = time.perf_counter()
+        for first in range(0, len(configs), k):
+            group = configs[first : first + k]
+            if len(group) == 1:
+                train_run(group[0], store, progress=False)
+            else:
+                train_stacked(group, store, progress=False)
+        return time.perf_counter() - started
+
+
+def format_grid(grid: dict[str, Any]) -> list[str]:
+    """Lines of the grid table."""
+    lines = [
+        f"grid: {grid['cells']} cells x {grid['epochs']} epochs, stacks of {grid['stack']} "
+        f"({grid['mode']})",
+    ]
+    if "article_s" in grid:
+        lines.append(f"  article, one cell after another: {grid['article_s']:8.1f} s  "
+                     f"({grid['article_how']})")  # fmt: skip
+    lines.append(
+        f"  ours, stacked:                   {grid['ours_s']:8.1f} s  ({grid['ours_how']})"
+    )
+    if "speedup" in grid:
+        lines.append(f"  speed-up: {grid['speedup']:.2f}x  "
+                     f"({grid['ours_images_per_s']:.0f} training images/s over the grid)")  # fmt: skip
+    return lines

@@ -1,0 +1,108 @@
+"""`ste-ablate bench`: images/s of the article's training loop against ours (see runners.bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from runners.errors import UserError
+
+_EPILOG = """\
+examples:
+  ste-ablate bench                          the default: ~1 minute on a 2-core CPU
+  ste-ablate bench --device cuda --json     machine-readable, on the GPU
+  ste-ablate bench --grid 8 1 --stack 8     8 cells x 1 epoch: ours stacked vs the article per cell
+  ste-ablate bench --precision bf16         ours under bf16 autocast (opt-in; results change)
+
+In one process the loops run in turn, round after round, on the same device and data: full
+MNIST when it is under --data-root / $STE_DATA_ROOT, else the bundled mnist-mini. The article's
+loop is benchmarks/article_loop.py of the source checkout (a faithful copy: torchvision
+datasets.MNIST, ToTensor + Normalize, DataLoader(batch_size=64, shuffle=True)); an installed
+package without the checkout benches ours only and says so. The fp32 ceiling is a large matmul
+measured in the same run; the share of it uses 0.184 GFLOP per image (forward + backward,
+computed from the model's convolutions). Report the load average with the numbers: other
+processes on the machine slow every loop.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` command."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark the article's training loop against ours",
+        description="Alternate the reference article's training loop and ours on the same "
+        "device and data; print images/s, their ratio and the share of the device's fp32 "
+        "ceiling. --grid times N cells x E epochs (ours stacked).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--steps", default="30", metavar="N", help="steps per round (default 30)")
+    parser.add_argument("--rounds", default="3", metavar="N", help="rounds per loop (default 3)")
+    parser.add_argument(
+        "--grid",
+        nargs=2,
+        metavar=("N_CELLS", "E_EPOCHS"),
+        help="also time a grid of N cells x E epochs (ours stacked vs the article per cell)",
+    )
+    parser.add_argument(
+        "--stack", metavar="K", help="cells per stack in --grid (default: 1 on CPU, 32 on GPU)"
+    )
+    parser.add_argument("--precision", default="fp32", help="fp32 (default) or bf16 for ours")
+    parser.add_argument("--threads", metavar="N", help="torch CPU threads (default: torch's)")
+    parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/")
+    parser.add_argument(
+        "--budget", default="90", metavar="S", help="longest real grid run in seconds (default 90)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse, bench, print."""
+    from runners.bench import format_report, run_bench
+
+    if args.precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision must be fp32 or bf16, got {args.precision!r}")
+    if args.stack and not args.grid:
+        raise UserError("--stack applies to --grid only")
+    grid = None
+    if args.grid:
+        grid = (_int(args.grid[0], "--grid N_CELLS", 1), _int(args.grid[1], "--grid E_EPOCHS", 1))
+    result = run_bench(
+        device=args.device,
+        steps=_int(args.steps, "--steps", 1),
+        rounds=_int(args.rounds, "--rounds", 1),
+        precision=args.precision,
+        data_root=args.data_root,
+        threads=_int(args.threads, "--threads", 1) if args.threads else None,
+        grid=grid,
+        stack=_int(args.stack, "--stack", 1) if args.stack else None,
+        budget_s=_float(args.budget, "--budget"),
+    )
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _int(text: str, flag: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"{flag} must be an integer, got {text!r}") from None
+    if value < low:
+        raise UserError(f"{flag} must be >= {low}, got {value}")
+    return value
+
+
+def _float(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{flag} must be a number, got {text!r}") from None
+    if value < 0:
+        raise UserError(f"{flag} must be >= 0, got {value}")
+    return value

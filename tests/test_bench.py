@@ -1,0 +1,127 @@
+"""`ste-ablate bench`: the faithful article loop, FLOP count, report and JSON (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from runners.bench import (
+    article_module,
+    bench_data,
+    conv_macs,
+    flops_per_image,
+    format_report,
+    run_bench,
+)
+from runners.cli import main
+from runners.model import ARTICLE_PARAMETERS, BinaryAutoencoder
+
+
+@pytest.fixture(autouse=True)
+def mini_only(tmp_path, monkeypatch):
+    """Bench the bundled mnist-mini (full MNIST may be configured on CI), one thread."""
+    monkeypatch.setenv("STE_DATA_ROOT", str(tmp_path / "no-mnist-here"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_flops_per_image_is_the_issues_number():
+    # 30,711,808 multiply-accumulates forward; x2 FLOP; x3 for forward + backward.
+    assert conv_macs(BinaryAutoencoder()) == 30_711_808
+    assert flops_per_image() == 184_270_848
+    assert conv_macs(nn.Sequential(nn.Conv2d(2, 3, 3, padding=1)), (1, 2, 5, 5)) == 25 * 3 * 2 * 9
+
+
+def test_the_article_loop_is_the_articles_model_and_data():
+    article, where = article_module()
+    assert article is not None, where
+    net = article.Autoencoder()
+    ours = BinaryAutoencoder()
+    assert sum(p.numel() for p in net.parameters()) == ARTICLE_PARAMETERS
+    assert net.state_dict().keys() == ours.state_dict().keys()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    assert set(net(x, encode=True).unique().tolist()) <= {0.0, 1.0}
+    with bench_data(None) as (dataset, root):
+        assert dataset == "mnist-mini"
+        loop = article.ArticleLoop("cpu", root)
+        images = loop.trainloader.dataset.data
+        assert images.shape == (6000, 28, 28)
+        from runners.data import normalize
+
+        # The article's ToTensor + Normalize equals our device-side arithmetic, bit for bit.
+        X, _ = loop.trainloader.dataset[7]
+        assert torch.equal(X, normalize(images[7:8]))
+        seconds = loop.steps(2)
+        assert seconds > 0 and loop.images == 128 and loop.last_loss == loop.last_loss
+
+
+def test_bench_prints_json_with_every_loop(capsys):
+    assert main(["bench", "--steps", "1", "--rounds", "2", "--threads", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "mnist-mini" and result["train_images"] == 6000
+    tuned = {"article, malloc tuned", "ours+fast, malloc tuned"}
+    assert set(result["loops"]) == {"article", "ours", "ours+fast"} | tuned
+    article, ours = result["loops"]["article"], result["loops"]["ours"]
+    assert article["vs_article"] == 1.0 and len(ours["rounds"]) == 2
+    assert ours["vs_article"] == pytest.approx(ours["images_per_s"] / article["images_per_s"])
+    assert result["ceiling_gflops"] > 0 and result["gflop_per_image"] == pytest.approx(0.1843, 1e-3)
+    assert (
+        0
+        < ours["share_of_ceiling"]
+        == pytest.approx(ours["images_per_s"] / result["ceiling_images_per_s"])
+    )
+    row = result["loops"]["ours+fast, malloc tuned"]
+    assert row["vs_article"] == pytest.approx(row["images_per_s"] / article["images_per_s"])
+    text = format_report(result)
+    assert "vs article" in text and "ours+fast" in text and "load average" in text
+
+
+def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path):
+    result = run_bench(
+        device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
+        article_path=str(tmp_path / "article_loop.py"), log=lambda text: None,
+    )  # fmt: skip
+    assert result["article_loop"].startswith("unavailable")
+    assert "article" not in result["loops"] and result["loops"]["ours"]["vs_article"] is None
+    assert "n/a" in format_report(result)
+
+
+def test_grid_mode_trains_for_real_or_extrapolates(tmp_path):
+    common = dict(
+        device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
+        grid=(2, 1), stack=2, subsets=(128, 64), log=lambda text: None,
+    )  # fmt: skip
+    real = run_bench(budget_s=1e9, **common)["grid"]
+    assert real["ours_how"].startswith("measured") and real["stack"] == 2
+    assert real["speedup"] == pytest.approx(real["article_s"] / real["ours_s"])
+    guessed = run_bench(budget_s=0, **common)["grid"]
+    assert guessed["ours_how"].startswith("extrapolated")
+    assert guessed["ours_s"] == pytest.approx(guessed["ours_estimate_s"])
+    assert "extrapolated" in format_report({**_dummy(), "grid": guessed})
+
+
+def _dummy() -> dict:
+    return {
+        "device": "cpu", "device_name": "x", "threads": 1, "torch": "t", "load_average": None,
+        "dataset": "mnist-mini", "train_images": 1, "precision": "fp32", "rounds": 1,
+        "steps_per_round": 1, "ceiling_gflops": 1.0, "ceiling_images_per_s": 1.0,
+        "gflop_per_image": 0.184, "article_loop": "x", "loops": {},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--grid", "2", "x"], "--grid E_EPOCHS must be an integer"),
+        (["--precision", "fp16"], "--precision must be fp32 or bf16"),
+    ],
+)
+def test_bad_input_is_one_line(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"ste-ablate: error: {message}, got {argv[-1]!r}".replace(", got '0'", ", got 0")
