@@ -84,8 +84,28 @@ class SlopeAnnealed(Estimator):
         return 1.0
 
 
+class _LogScheduleKT(Estimator):
+    """Shared schedule of IR-Net's EDE and RBNN (not registered itself).
+
+    t(p) = t_min·(t_max/t_min)^p on a log scale, k = max(1/t, 1); both surrogates integrate to
+    2·scale·k, so the area follows the schedule.
+    """
+
+    def validate(self) -> None:
+        _increasing(self, "t_min", "t_max")
+
+    def coefficients(self) -> dict[str, Any]:
+        p = self._params
+        t = log_scale(p["t_min"], p["t_max"], self.progress)
+        return {"t": t, "k": max(1.0 / t, 1.0), "scale": p["scale"]}
+
+    def area(self) -> float:
+        c = self.coefficients()
+        return 2.0 * c["scale"] * c["k"]
+
+
 @register_estimator
-class Ede(Estimator):
+class Ede(_LogScheduleKT):
     """IR-Net's Error Decay Estimator: k·tanh(t x) with t annealed from t_min to t_max.
 
     Forward: 1{x > 0}. Backward: g · scale · k·t·(1 − tanh²(t x)),
@@ -112,26 +132,14 @@ class Ede(Estimator):
     )
     area_note = "scale·2k: 2·scale/t while t < 1 (10 at p = 0 by default), 2·scale once t ≥ 1"
 
-    def validate(self) -> None:
-        _increasing(self, "t_min", "t_max")
-
-    def coefficients(self) -> dict[str, Any]:
-        p = self._params
-        t = log_scale(p["t_min"], p["t_max"], self.progress)
-        return {"t": t, "k": max(1.0 / t, 1.0), "scale": p["scale"]}
-
     def backward_rule(
         self, g: torch.Tensor, x: torch.Tensor, noise: Any, t: float, k: float, scale: float
     ) -> torch.Tensor:
         return g * (scale * F.ede_grad(x, t, k))
 
-    def area(self) -> float:
-        c = self.coefficients()
-        return 2.0 * c["scale"] * c["k"]
-
 
 @register_estimator
-class Rbnn(Estimator):
+class Rbnn(_LogScheduleKT):
     """RBNN's training-aware approximation of sign: a quadratic spline sharpened over training.
 
     Forward: 1{x > 0}. Backward: g · scale · k·(√2·t − t²|x|)·1{|x| < √2/t},
@@ -159,22 +167,10 @@ class Rbnn(Estimator):
     )
     area_note = "scale·2k: 2·scale/t while t < 1, 2·scale once t ≥ 1"
 
-    def validate(self) -> None:
-        _increasing(self, "t_min", "t_max")
-
-    def coefficients(self) -> dict[str, Any]:
-        p = self._params
-        t = log_scale(p["t_min"], p["t_max"], self.progress)
-        return {"t": t, "k": max(1.0 / t, 1.0), "scale": p["scale"]}
-
     def backward_rule(
         self, g: torch.Tensor, x: torch.Tensor, noise: Any, t: float, k: float, scale: float
     ) -> torch.Tensor:
         return g * (scale * F.rbnn_grad(x, t, k))
-
-    def area(self) -> float:
-        c = self.coefficients()
-        return 2.0 * c["scale"] * c["k"]
 
 
 @register_estimator
