@@ -3,8 +3,9 @@
 Single-run mode alternates rounds of (a) the faithful copy of the article's loop in
 benchmarks/article_loop.py (torchvision MNIST, per-image transforms, DataLoader, batch 64),
 (b) ours as `train_run` trains (`runners.train.build_model`/`build_optimizer`/`train_step` on
-device-resident uint8 data) and, when train_run does not already use it, (c) ours with the fast
-path of `runners.fast` (point-layer matmuls, fused Adam). Each reports training images/s, the
+device-resident uint8 data, with the fast path of `runners.fast`: point-layer matmuls, fused
+Adam) and (c) ours with plain nn layers and torch's default Adam, to show what the fast path
+adds. Each reports training images/s, the
 ratio to the article and the share of the device's fp32 ceiling, measured in the same run with
 a large matmul and converted at `flops_per_image()` FLOP per image (forward + backward).
 
@@ -175,21 +176,19 @@ class OursLoop:
     Args:
         config: the run (dataset, device, precision...).
         data: `runners.data.RunData` on the device.
-        fast: add `runners.fast.prepare_model` and fused Adam on top of what train_run builds.
+        plain: without the fast path of `runners.fast` (plain nn layers, torch's default Adam):
+            the reference row that shows what the fast path adds.
     """
 
-    def __init__(self, config: RunConfig, data: Any, device: torch.device, fast: bool) -> None:
-        from runners import fast as fp
+    def __init__(
+        self, config: RunConfig, data: Any, device: torch.device, plain: bool = False
+    ) -> None:
         from runners.data import batch_bounds
         from runners.train import build_model, build_optimizer, derive_seed
 
         self.config, self.data, self.device = config, data, device
-        self.model = build_model(config, device)
-        self.optimizer = build_optimizer(config, self.model)
-        if fast:
-            fp.prepare_model(self.model, device)
-            betas = (config.beta1, config.beta2)
-            self.optimizer = fp.adam(self.model.parameters(), config.lr, betas, device)
+        self.model = build_model(config, device, fast=not plain)
+        self.optimizer = build_optimizer(config, self.model, fast=not plain)
         self.generator = torch.Generator().manual_seed(derive_seed(config.seed, "data"))
         self.bounds = batch_bounds(len(data.train), config.batch_size)
         self.position, self.order = len(self.bounds), None
@@ -216,13 +215,6 @@ class OursLoop:
                 self.images += end - begin
             loss.item()
             return time.perf_counter() - start
-
-
-def uses_fast_path(model: torch.nn.Module) -> bool:
-    """Whether `model` already runs on the point-layer fast path (train_run adopted it)."""
-    from runners.fast import FastConv2d
-
-    return any(isinstance(m, FastConv2d) for m in model.modules())
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -288,16 +280,16 @@ def run_bench(
             loops: dict[str, Any] = {}
             if article is not None:
                 loops["article"] = article.ArticleLoop(str(resolved), root)
-            loops["ours"] = OursLoop(config, data, resolved, fast=False)
-            if not uses_fast_path(loops["ours"].model):
-                loops["ours+fast"] = OursLoop(config, data, resolved, fast=True)
+            loops["ours, plain layers"] = OursLoop(config, data, resolved, plain=True)
+            loops["ours"] = OursLoop(config, data, resolved)
             log(f"alternating {', '.join(loops)}: {rounds} rounds of {steps} steps on {dataset}")
             table = _loop_table(_alternate(loops, steps, rounds, warmup), ceiling / gflop)
         if resolved.type == "cpu" and fast.tune_cpu_malloc():
             # Process-wide and irreversible, so measured after the rest, interleaved again.
-            best = "ours+fast" if "ours+fast" in loops else "ours"
             tuned = {
-                f"{name}, malloc tuned": loops[name] for name in ("article", best) if name in loops
+                f"{name}, malloc tuned": loops[name]
+                for name in ("article", "ours")
+                if name in loops
             }
             log(
                 f"tuned glibc malloc (runners.fast.tune_cpu_malloc); alternating {', '.join(tuned)}"

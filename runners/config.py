@@ -52,7 +52,7 @@ class RunConfig:
     # --- execution: how the run is carried out, not part of its id ---
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     data_root: str | None = None  # None -> $STE_DATA_ROOT -> per-user cache folder
-    stack: int = 1  # speed setting only (stacked multi-run training)
+    stack: int | None = None  # cells trained together by `run` (None = auto: 1 CPU, <=32 GPU)
     compile: bool = False  # torch.compile (GPU extra)
     num_threads: int | None = None  # torch CPU threads (None = leave torch's default)
 
@@ -255,7 +255,7 @@ def _check_values(
     check_bool("pre_threshold_relu")
     check_choice("precision", PRECISIONS)
     check_choice("probe", PROBES)
-    check_int("stack", 1)
+    check_int("stack", 1, optional=True)
     check_bool("compile")
     check_int("num_threads", 1, optional=True)
 

@@ -1,6 +1,9 @@
 """Where cells run locally: in this process, one after another, or in a pool of processes.
 
-Both call `runners.work.execute_cell`, the same unit of work SLURM array tasks run. The pool
+The unit of work is a stack of cells (`runners.stacked.plan_stacks`): with `stack=1` each unit is
+one cell and runs through `runners.work.execute_cell`, the same unit of work SLURM array tasks
+run; larger stacks run through `runners.stacked.execute_stack` (K cells trained together in one
+process, each with its own store entry and W&B run: a speed setting only). The pool
 uses "spawn" processes (no forked torch/CUDA state); with several GPUs each worker owns one
 device. A progress bar shows cells done / running / left, and one line per finished cell is
 printed (also when stderr is not a terminal).
@@ -28,7 +31,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from runners.work import CellTask, execute_cell, set_worker_resources
+from runners.stacked import execute_stack, plan_stacks
+from runners.work import CellTask, set_worker_resources
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -101,6 +105,7 @@ def run_cells(
     total: int | None = None,
     done_before: int = 0,
     show_progress: bool | None = None,
+    stack: int = 1,
 ) -> GridOutcome:
     """Run cells locally and collect their summaries; never raises for a failing cell.
 
@@ -111,6 +116,8 @@ def run_cells(
         total: cells in the whole grid, for the progress bar (default: len(tasks)).
         done_before: cells of the grid already final before this call.
         show_progress: draw the bar (None = only when stderr is a terminal).
+        stack: train up to this many compatible cells together (`runners.stacked`); 1 = one
+            cell at a time.
     """
     total = len(tasks) + done_before if total is None else total
     bar = tqdm(
@@ -122,10 +129,11 @@ def run_cells(
         dynamic_ncols=True,
     )
     display = _Display(bar)
+    units = plan_stacks(tasks, stack)
     try:
         if workers <= 1:
-            return _run_sequential(tasks, display)
-        return _run_pool(tasks, workers, devices or [], display)
+            return _run_sequential(units, display)
+        return _run_pool(units, workers, devices or [], display)
     finally:
         bar.close()
 
@@ -170,26 +178,28 @@ class _Display:
 # ----------------------------------------------------------------------------- sequential
 
 
-def _run_sequential(tasks: list[CellTask], display: _Display) -> GridOutcome:
+def _run_sequential(units: list[list[CellTask]], display: _Display) -> GridOutcome:
     outcome = GridOutcome()
-    queue = deque(tasks)
+    queue = deque(units)
     with _catch_signals(raise_interrupt=True) as caught:
         while queue and caught.signum is None:
-            task = queue.popleft()
-            display.start(task)
+            unit = queue.popleft()
+            for task in unit:
+                display.start(task)
             try:
-                summary = execute_cell(task)
+                summaries = execute_stack(unit)
             except KeyboardInterrupt:
                 # The signal arrived outside train_run's own handling (e.g. while W&B started):
-                # the cell's last checkpoint stays, its state reads as interrupted or missing.
-                summary = {"run_id": task.run_id, "status": "interrupted", "error": "interrupted"}
+                # the cells' last checkpoints stay, their state reads as interrupted or missing.
+                summaries = [_interrupted(task) for task in unit]
                 caught.signum = caught.signum or signal.SIGINT
-            outcome.summaries[task.run_id] = summary
-            display.finish(task, summary)
-            if summary.get("status") == "interrupted":
-                caught.signum = caught.signum or _signal_of(summary)
+            for task, summary in zip(unit, summaries, strict=True):
+                outcome.summaries[task.run_id] = summary
+                display.finish(task, summary)
+                if summary.get("status") == "interrupted":
+                    caught.signum = caught.signum or _signal_of(summary)
     outcome.signum = caught.signum
-    outcome.not_started = [t.run_id for t in queue]
+    outcome.not_started = [t.run_id for unit in queue for t in unit]
     return outcome
 
 
@@ -197,10 +207,10 @@ def _run_sequential(tasks: list[CellTask], display: _Display) -> GridOutcome:
 
 
 def _run_pool(
-    tasks: list[CellTask], workers: int, devices: list[str], display: _Display
+    units: list[list[CellTask]], workers: int, devices: list[str], display: _Display
 ) -> GridOutcome:
     outcome = GridOutcome()
-    queue = deque(tasks)
+    queue = deque(units)
     context = multiprocessing.get_context("spawn")
     device_queue = context.Queue()
     for device in devices:
@@ -212,7 +222,7 @@ def _run_pool(
         initializer=_init_worker,
         initargs=(device_queue, bool(devices), threads),
     )
-    running: dict[Future, CellTask] = {}
+    running: dict[Future, list[CellTask]] = {}
 
     def forward(signum: int) -> None:
         # Workers ignore signals while idle and turn them into a checkpoint while training.
@@ -225,26 +235,27 @@ def _run_pool(
         try:
             while queue or running:
                 while queue and len(running) < workers and caught.signum is None and not broken:
-                    task = queue.popleft()
-                    running[pool.submit(_pool_execute, task)] = task
-                    display.start(task)
+                    unit = queue.popleft()
+                    running[pool.submit(_pool_execute, unit)] = unit
+                    for task in unit:
+                        display.start(task)
                 if not running:
                     break
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    task = running.pop(future)
-                    summary = _result(future, task)
-                    broken = broken or (summary.get("error") or "").startswith("worker died")
-                    outcome.summaries[task.run_id] = summary
-                    display.finish(task, summary)
-                    if summary.get("status") == "interrupted" and caught.signum is None:
-                        caught.signum = _signal_of(summary)
+                    unit = running.pop(future)
+                    for task, summary in zip(unit, _result(future, unit), strict=True):
+                        broken = broken or (summary.get("error") or "").startswith("worker died")
+                        outcome.summaries[task.run_id] = summary
+                        display.finish(task, summary)
+                        if summary.get("status") == "interrupted" and caught.signum is None:
+                            caught.signum = _signal_of(summary)
                 if broken and not running:
                     break
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     outcome.signum = caught.signum
-    outcome.not_started = [t.run_id for t in queue]
+    outcome.not_started = [t.run_id for unit in queue for t in unit]
     return outcome
 
 
@@ -254,15 +265,21 @@ def _signal_of(summary: dict[str, Any]) -> int:
     return signal.SIGTERM if "SIGTERM" in error else signal.SIGINT
 
 
-def _result(future: Future, task: CellTask) -> dict[str, Any]:
+def _interrupted(task: CellTask) -> dict[str, Any]:
+    return {"run_id": task.run_id, "status": "interrupted", "error": "interrupted"}
+
+
+def _result(future: Future, unit: list[CellTask]) -> list[dict[str, Any]]:
     try:
-        return future.result()
+        return list(future.result())
     except KeyboardInterrupt:
-        return {"run_id": task.run_id, "status": "interrupted", "error": "interrupted"}
+        return [_interrupted(task) for task in unit]
     except BrokenProcessPool as exc:
-        return {"run_id": task.run_id, "status": "failed", "error": f"worker died: {exc}"}
-    except Exception as exc:  # execute_cell never raises; this is a pickling or pool problem
-        return {"run_id": task.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        error = f"worker died: {exc}"
+        return [{"run_id": t.run_id, "status": "failed", "error": error} for t in unit]
+    except Exception as exc:  # execute_stack never raises; this is a pickling or pool problem
+        error = f"{type(exc).__name__}: {exc}"
+        return [{"run_id": t.run_id, "status": "failed", "error": error} for t in unit]
 
 
 def _init_worker(device_queue: Any, has_devices: bool, threads: int) -> None:
@@ -277,11 +294,11 @@ def _init_worker(device_queue: Any, has_devices: bool, threads: int) -> None:
     set_worker_resources(device, threads)
 
 
-def _pool_execute(task: CellTask) -> dict[str, Any]:
-    """execute_cell in a worker: a signal during the cell interrupts it, as in the parent."""
+def _pool_execute(unit: list[CellTask]) -> list[dict[str, Any]]:
+    """execute_stack in a worker: a signal during training interrupts it, as in the parent."""
     previous = {s: signal.signal(s, _raise_interrupt) for s in _SIGNALS}
     try:
-        return execute_cell(task)
+        return execute_stack(unit)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

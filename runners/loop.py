@@ -225,23 +225,35 @@ class RunLoop:
                     self._write_logs()
                     return "interrupted", f"interrupted by {self.stop.signal_name}; resumable"
             self.epoch_train_time += self._elapsed(started)
-            record = self._end_epoch(epoch, started - earlier)
-            if not math.isfinite(record["test_mse"]):
-                self._write_logs()
-                return "diverged", f"test MSE became {record['test_mse']} at epoch {epoch}"
-            self.records.append(record)
-            self.epoch, self.step_in_epoch = epoch, 0
-            self.data_state = self.data_gen.get_state()
-            self.epoch_grad_norms = []
-            self.train_time += self.epoch_train_time
-            self.epoch_train_time = 0.0
-            st.save_checkpoint(self.folder, self._checkpoint_payload(final=epoch == config.epochs))
-            self._write_logs()
-            self.tracker.log_epoch(epoch, record)
-            self.progress.epoch(record, config.epochs)
+            problem = self.close_epoch(epoch, started - earlier)
+            if problem is not None:
+                return problem
             if self.stop and epoch < config.epochs:
                 return "interrupted", f"interrupted by {self.stop.signal_name}; resumable"
         return "completed", None
+
+    def close_epoch(self, epoch: int, started: float) -> tuple[str, str] | None:
+        """After an epoch's last step: evaluate, checkpoint, log; (status, error) if it must end.
+
+        `started` is when the epoch began (moved back by its training time in earlier sessions).
+        Shared with stacked training (`runners.stacked`), whose members end epochs the same way.
+        """
+        record = self._end_epoch(epoch, started)
+        if not math.isfinite(record["test_mse"]):
+            self._write_logs()
+            return "diverged", f"test MSE became {record['test_mse']} at epoch {epoch}"
+        self.records.append(record)
+        self.epoch, self.step_in_epoch = epoch, 0
+        self.data_state = self.data_gen.get_state()
+        self.epoch_grad_norms = []
+        self.train_time += self.epoch_train_time
+        self.epoch_train_time = 0.0
+        final = epoch == self.config.epochs
+        st.save_checkpoint(self.folder, self._checkpoint_payload(final=final))
+        self._write_logs()
+        self.tracker.log_epoch(epoch, record)
+        self.progress.epoch(record, self.config.epochs)
+        return None
 
     def epoch_order(self) -> torch.Tensor:
         """The unfinished epoch's image order (CPU), from the data generator's epoch-start state."""

@@ -20,7 +20,6 @@ stacking gains little; up to 32 on a GPU, where one run cannot fill the device).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -270,7 +269,7 @@ class _StackTrainer:
             stack.unload()
             for member in list(stack.members):
                 member.epoch_train_time += elapsed
-                problem = _close_epoch(member, epoch, started - earlier[id(member)])
+                problem = member.close_epoch(epoch, started - earlier[id(member)])
                 if problem is not None:
                     self.outcome[id(member)] = problem
                     stack.drop([member])
@@ -287,29 +286,6 @@ class _StackTrainer:
             member._write_logs()
             self.outcome[id(member)] = ("diverged", problem)
         return bool(problem)
-
-
-def _close_epoch(member: Any, epoch: int, started: float) -> tuple[str, str] | None:
-    """The end of an epoch for one member, as `RunLoop._train` does it after its last step.
-
-    Returns (status, error) when the member cannot go on (non-finite test MSE), else None.
-    """
-    record = member._end_epoch(epoch, started)
-    if not math.isfinite(record["test_mse"]):
-        member._write_logs()
-        return "diverged", f"test MSE became {record['test_mse']} at epoch {epoch}"
-    member.records.append(record)
-    member.epoch, member.step_in_epoch = epoch, 0
-    member.data_state = member.data_gen.get_state()
-    member.epoch_grad_norms = []
-    member.train_time += member.epoch_train_time
-    member.epoch_train_time = 0.0
-    final = epoch == member.config.epochs
-    st.save_checkpoint(member.folder, member._checkpoint_payload(final=final))
-    member._write_logs()
-    member.tracker.log_epoch(epoch, record)
-    member.progress.epoch(record, member.config.epochs)
-    return None
 
 
 @contextlib.contextmanager

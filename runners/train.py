@@ -70,8 +70,15 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def build_model(config: RunConfig, device: torch.device) -> torch.nn.Module:
-    """The config's autoencoder with weights from the "init" stream (built on the CPU, moved)."""
+def build_model(config: RunConfig, device: torch.device, *, fast: bool = True) -> torch.nn.Module:
+    """The config's autoencoder with weights from the "init" stream (built on the CPU, moved).
+
+    The model is made ready for fast training by `runners.fast.prepare_model`: on the CPU the
+    point layers run as matrix products (same weights, same formula, other rounding) and glibc
+    malloc keeps freed memory; on CUDA channels_last. The weights drawn are the article's.
+    `fast=False` gives the plain modules (the benchmark's reference row).
+    """
+    from runners.fast import prepare_model
     from runners.model import BinaryAutoencoder
 
     # fork_rng: the global RNG is seeded for the construction only and restored afterwards.
@@ -82,12 +89,24 @@ def build_model(config: RunConfig, device: torch.device) -> torch.nn.Module:
             code_channels=config.code_channels,
             pre_threshold_relu=config.pre_threshold_relu,
         )
-    return model.to(device)
+    model = model.to(device)
+    return prepare_model(model, device) if fast else model
 
 
-def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam with the config's lr and betas (the article: 1e-3, (0.5, 0.999))."""
-    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+def build_optimizer(
+    config: RunConfig, model: torch.nn.Module, *, fast: bool = True
+) -> torch.optim.Optimizer:
+    """Adam with the config's lr and betas (the article: 1e-3, (0.5, 0.999)).
+
+    The fused kernel where torch has one for the device (`runners.fast.adam`): the article's
+    formula in one pass over the parameters. `fast=False`: torch's default (foreach) Adam.
+    """
+    from runners.fast import adam
+
+    betas = (config.beta1, config.beta2)
+    if not fast:
+        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas)
+    return adam(model.parameters(), config.lr, betas, next(model.parameters()).device)
 
 
 def train_step(
@@ -139,8 +158,8 @@ def train_run(
         raise_errors: re-raise an exception after recording the run as "failed" (default: return
             the "failed" summary, as executors need).
 
-    `config.stack` and `config.compile` are speed settings for code that drives many runs at once
-    (issue 5); this function always trains one plain run.
+    `config.stack` and `config.compile` are speed settings of stacked training
+    (`runners.stacked`, used by `ste-ablate run`); this function trains one run, eagerly.
 
     Returns:
         The summary dict written to summary.json.
@@ -170,7 +189,8 @@ def train_run(
 
         if config.compile:
             warnings.warn(
-                "compile=True is not implemented by train_run yet; training without torch.compile",
+                "compile=True applies to stacked training (ste-ablate run on a GPU); "
+                "a single run trains without torch.compile",
                 RuntimeWarning,
                 stacklevel=2,
             )

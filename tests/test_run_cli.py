@@ -170,3 +170,37 @@ def test_two_runs_on_one_store_share_the_cells(tmp_path) -> None:
     trained2 = {c.run_id for c in spec.cells if f"completed   {c.run_id}" in err2}
     assert trained1 | trained2 == {c.run_id for c in spec.cells}
     assert not trained1 & trained2
+
+
+def test_stack_flag_trains_cells_together_bit_identical_to_one_at_a_time(tmp_path, capsys) -> None:
+    grid = "  estimator: [identity, sigmoid, 'approx_sign']\n  seed: [0]\n"
+    spec_path = write_spec(tmp_path, grid)
+    cells = load_spec(spec_path).cells
+    alone, stacked = tmp_path / "alone", tmp_path / "stacked"
+    common = ["--wandb", "disabled", "--no-progress"]
+    assert main(["run", str(spec_path), "--store", str(alone), "--stack", "1", *common]) == 0
+    assert "stacks of" not in capsys.readouterr().out
+    assert main(["run", str(spec_path), "--store", str(stacked), "--stack", "3", *common]) == 0
+    out = capsys.readouterr().out
+    assert "stacks of up to 3 cells (--stack" in out and "3 completed" in out
+    for cell in cells:  # each cell has its own store entry, equal to its unstacked run's
+        a, b = (run_store.run_dir(s, cell.run_id) for s in (alone, stacked))
+        assert (a / "steps.jsonl").read_bytes() == (b / "steps.jsonl").read_bytes()
+        ma, mb = (read_json(d / "summary.json") for d in (a, b))
+        assert ma["status"] == mb["status"] == "completed" and ma["test_mse"] == mb["test_mse"]
+
+
+def test_stack_size_comes_from_the_flag_the_spec_or_the_device(tmp_path, capsys) -> None:
+    from runners.commands.run import stack_size
+
+    cells = load_spec(write_spec(tmp_path, "  seed: [0, 1, 2]\n")).cells
+    assert stack_size(2, cells, workers=1) == (2, "--stack")
+    assert stack_size(None, cells, workers=1) == (1, "automatic")  # the CPU: no stacking
+    base = TINY_BASE.replace("num_threads: 1}", "num_threads: 1, stack: 3}")
+    spec_cells = load_spec(write_spec(tmp_path, "  seed: [0, 1, 2]\n", "s2", base)).cells
+    assert stack_size(None, spec_cells, workers=1) == (3, "spec")
+    assert stack_size(1, spec_cells, workers=1) == (1, "--stack")  # the flag wins
+    assert [c.run_id for c in spec_cells] == [c.run_id for c in cells]  # not part of the id
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "x.yaml", "--stack", "0"])
+    assert exc.value.code == 2 and "--stack must be at least 1" in capsys.readouterr().err

@@ -146,3 +146,15 @@ def test_one_worker_per_gpu() -> None:
     workers, devices = plan_workers(None, "auto")
     assert workers == torch.cuda.device_count()
     assert devices == [f"cuda:{i}" for i in range(workers)]
+
+
+def test_process_pool_runs_stacks_of_cells(tmp_path, tiny_config, finished_run) -> None:
+    config, original = finished_run
+    others = [tiny_config(estimator=e, seed=1) for e in ("sigmoid", "identity", "saturated")]
+    tasks = [CellTask(c, str(tmp_path)) for c in (config, *others)]
+    outcome = run_cells(tasks, workers=2, stack=2, show_progress=False)
+    assert outcome.signum is None and outcome.not_started == []
+    assert [outcome.summaries[t.run_id]["status"] for t in tasks] == ["completed"] * 4
+    assert metrics_without_timing(tmp_path, config.run_id) == metrics_without_timing(
+        original.parent.parent, config.run_id
+    )

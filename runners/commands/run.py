@@ -36,12 +36,20 @@ examples:
   ste-ablate run ablations/quickstart.yaml                    sequential, W&B auto
   ste-ablate run ablations/estimators.yaml --workers 4 --wandb offline
   ste-ablate run ablations/quickstart.yaml --dry-run          list cells, write nothing
+  ste-ablate run ablations/estimators.yaml --device cuda --stack 16
+                                                              16 cells at a time on one GPU
   ste-ablate status ablations/quickstart.yaml                 table of cell states
 
 Rerunning a spec runs only what is missing or unfinished. Completed and diverged cells are
 final; failed and interrupted cells rerun (interrupted ones resume from their last epoch
 checkpoint, bit-identical on CPU). Two `run` processes on one store share the work: each skips
 the cells the other holds (reported as running) instead of waiting for them.
+
+Stacking (--stack K, or `stack: K` in the spec's base): up to K cells that differ only in
+estimator and seed train together in one process, each with its own weights, batch order,
+estimator, BatchNorm statistics, store entry and W&B run. It is a speed setting only: on the CPU
+stacked cells are bit-identical to unstacked ones; on a GPU they run as one grouped model (equal
+up to float rounding). Default: 1 on the CPU, up to 32 per GPU. --stack 1 turns it off.
 
 W&B (--wandb): auto = online when credentials are configured (WANDB_API_KEY or `wandb login`),
 else offline (upload later with `wandb sync STORE/wandb/offline-run-*`); WANDB_MODE, when set,
@@ -88,6 +96,14 @@ def register(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="list the cells and which would run; write nothing"
     )
     run.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument(
+        "--stack",
+        type=_stack,
+        default=None,
+        metavar="K",
+        help="train up to K compatible cells together in one process (default: the spec's "
+        "stack, else 1 on the CPU and up to 32 per GPU; 1 = off)",
+    )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
     run.add_argument(
         "--executor",
@@ -133,6 +149,33 @@ def _workers(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"--workers must be at least 1, got {value}")
     return value
+
+
+def _stack(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a stack size, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--stack must be at least 1, got {value}")
+    return value
+
+
+def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
+    """How many cells train together, and why: --stack, else the spec's, else automatic.
+
+    Automatic (`runners.stacked.auto_stack`): 1 on the CPU; on a GPU the cells each worker gets,
+    at most 32.
+    """
+    if requested is not None:
+        return requested, "--stack"
+    given = {c.config.stack for c in todo if c.config.stack is not None}
+    if given:
+        return max(given), "spec"
+    from runners.stacked import auto_stack
+
+    per_worker = -(-len(todo) // max(1, workers))
+    return auto_stack(todo[0].config.device, per_worker), "automatic"
 
 
 def _slurm() -> ModuleType | None:
@@ -185,11 +228,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         CellTask(c.config, root, spec.name, dict(c.factors), wandb, progress=None) for c in todo
     ]
     if slurm is not None:
+        if args.stack not in (None, 1):
+            print(
+                "ste-ablate: warning: --stack applies to local execution; SLURM array tasks "
+                "train their cells one at a time",
+                file=sys.stderr,
+            )
         return int(slurm.submit(tasks, args, store))
 
     from runners.executors import plan_workers, run_cells
 
     workers, devices = plan_workers(args.workers, todo[0].config.device)
+    stack, why = stack_size(args.stack, todo, workers)
+    if stack > 1:
+        print(f"stacks of up to {stack} cells ({why}; --stack 1 turns stacking off)")
     if workers > 1:
         print(f"{workers} worker processes" + (f" on {', '.join(devices)}" if devices else ""))
         tasks = [replace(t, progress=False) for t in tasks]  # N bars would garble the terminal
@@ -203,6 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         total=len(cells),
         done_before=done,
         show_progress=False if args.no_progress else None,
+        stack=stack,
     )
     if wandb.mode == "offline":
         where = Path(os.environ.get("WANDB_DIR") or wandb.directory or ".") / "wandb"
