@@ -29,6 +29,7 @@ from runners.evaluate import (
 )
 from runners.io import atomic_write_json, atomic_write_jsonl
 from runners.metrics import code_stats, probe_accuracy, psnr
+from runners.progress import RunProgress
 from runners.train import (
     build_model,
     build_optimizer,
@@ -64,7 +65,7 @@ class RunLoop:
         self.total_steps = len(self.bounds) * config.epochs
         # Reading a loss back syncs with the device: every step on the CPU (free), in blocks on a GPU.
         self.sync_every = 1 if device.type == "cpu" else 50
-        self.progress = _Progress(progress, config.run_id, self.total_steps)
+        self.progress = RunProgress(progress, config.run_id, self.total_steps)
         self._fresh_state()
 
     # ------------------------------------------------------------------ state
@@ -367,63 +368,3 @@ class RunLoop:
         self.tracker.finish(summary)
         self.progress.close(summary)
         return summary
-
-
-class _Progress:
-    """A tqdm bar on a terminal, plain log lines on stderr otherwise, or nothing."""
-
-    def __init__(self, mode: bool | None, run_id: str, total: int) -> None:
-        self.run_id, self.total = run_id, total
-        self.enabled = mode is not False
-        self.bar_wanted = self.enabled and sys.stderr.isatty()
-        self.bar = None
-
-    def start(self, step: int, n_train: int, n_test: int, device: torch.device) -> None:
-        if not self.enabled:
-            return
-        self._line(
-            f"training on {device}: {n_train} train / {n_test} test images, "
-            f"step {step}/{self.total}"
-        )
-        if self.bar_wanted:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=self.total,
-                initial=step,
-                desc=self.run_id,
-                unit="step",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=False,
-            )
-
-    def steps(self, count: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(count)
-            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-    def epoch(self, record: dict[str, Any], epochs: int) -> None:
-        if not self.enabled:
-            return
-        self._line(
-            f"epoch {record['epoch']}/{epochs} train_mse={record['train_mse']:.5f} "
-            f"test_mse={record['test_mse']:.5f} psnr={record['test_psnr']:.2f}dB "
-            f"entropy={record['bit_entropy']:.3f} dead={record['dead_bits']} "
-            f"{record['images_per_s']:.0f} img/s"
-        )
-
-    def close(self, summary: dict[str, Any]) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.enabled:
-            detail = f" ({summary['error']})" if summary.get("error") else ""
-            self._line(f"{summary['status']} after {summary['epochs_done']} epoch(s){detail}")
-
-    def _line(self, text: str) -> None:
-        message = f"[{self.run_id}] {text}"
-        if self.bar is not None:
-            self.bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr, flush=True)

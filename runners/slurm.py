@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--cells-per-task", type=_count(1), default=1, metavar="N",
-        help="cells run one after another by each array task (default 1)",
+        help="cells run by each array task (default 1; raised to --stack K when smaller): one "
+        "after another, or in stacks of K (with --gpus-per-task and no --stack: all N together)",
     )  # fmt: skip
     group.add_argument(
         "--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -125,6 +126,7 @@ class SlurmOptions:
     cells_per_task: int = 1
     extra: tuple[tuple[str, str | bool], ...] = ()
     wait: bool = False
+    stack: int | None = None  # cells trained together inside a task (None: automatic)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SlurmOptions:
@@ -145,7 +147,21 @@ class SlurmOptions:
             cells_per_task=getattr(args, "cells_per_task", 1) or 1,
             extra=tuple(extra),
             wait=bool(getattr(args, "wait", False)),
+            stack=getattr(args, "stack", None),
         )
+
+    def stack_size(self) -> int:
+        """Cells each task trains together: --stack / the spec's, else, with GPUs, the task's
+        cells (at most `runners.stacked.GPU_MAX_STACK`), else 1."""
+        from runners.stacked import GPU_MAX_STACK
+
+        if self.stack is not None:
+            return self.stack
+        return min(self.cells_per_task, GPU_MAX_STACK) if self.gpus_per_task else 1
+
+    def chunk_size(self) -> int:
+        """Cells per array task: --cells-per-task, raised to the stack size."""
+        return max(self.cells_per_task, self.stack_size())
 
     def executor_parameters(self, job_name: str) -> dict[str, Any]:
         """`submitit.SlurmExecutor.update_parameters` keywords."""
@@ -266,12 +282,11 @@ def _submit_array(
     before = set(logs.iterdir())
     executor = submitit.SlurmExecutor(folder=logs / "%j", max_num_timeout=3)
     executor.update_parameters(**options.executor_parameters(f"ste-{spec_name}"))
-    chunks = [
-        todo[i : i + options.cells_per_task] for i in range(0, len(todo), options.cells_per_task)
-    ]
+    size, stack = options.chunk_size(), options.stack_size()
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     try:
         with executor.batch():
-            jobs = [executor.submit(CellBatch(chunk)) for chunk in chunks]
+            jobs = [executor.submit(CellBatch(chunk, stack=stack)) for chunk in chunks]
     except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
         detail = getattr(exc, "stderr", None) or getattr(exc, "output", None) or exc
         if isinstance(detail, bytes):

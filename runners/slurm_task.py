@@ -1,7 +1,8 @@
 """What runs inside one SLURM array task: a batch of cells, preemption, threads.
 
 `CellBatch` is the callable submitit pickles for each array task. It runs its cells with
-`runners.work.execute_cell` (the unit of work of every executor), one after another, with torch's
+`runners.work.execute_cell` (the unit of work of every executor), one after another (or, with
+`stack=K`, in stacks of up to K cells through `runners.stacked.execute_stack`), with torch's
 thread count taken from SLURM_CPUS_PER_TASK (without CPU binding a task would otherwise use every
 core of the node).
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import submitit
 
-from runners.work import CellTask, execute_cell, set_worker_resources
+from runners.work import CellTask, set_worker_resources
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -32,8 +33,9 @@ class CellBatch(submitit.helpers.Checkpointable):
     the task as FAILED (the store holds each cell's own `failed` summary).
     """
 
-    def __init__(self, tasks: list[CellTask]) -> None:
+    def __init__(self, tasks: list[CellTask], stack: int = 1) -> None:
         self.tasks = list(tasks)
+        self.stack = stack
 
     def __call__(self) -> list[dict[str, Any]]:
         threads = task_threads()
@@ -42,22 +44,24 @@ class CellBatch(submitit.helpers.Checkpointable):
             import torch
 
             torch.set_num_threads(threads)
+        from runners.stacked import execute_stack, plan_stacks
+
         summaries = []
         with _Preemption() as preemption:
-            for task in self.tasks:
+            for unit in plan_stacks(self.tasks, getattr(self, "stack", 1)):
                 try:
-                    summary = execute_cell(task)
+                    done = execute_stack(unit)
                 except KeyboardInterrupt:  # a signal outside train_run's own handling
-                    summary = {
-                        "run_id": task.run_id,
-                        "status": "interrupted",
-                        "error": "interrupted",
-                    }
-                summaries.append(summary)
-                _log(f"{summary.get('status')} {task.run_id}")
+                    done = [
+                        {"run_id": t.run_id, "status": "interrupted", "error": "interrupted"}
+                        for t in unit
+                    ]
+                for task, summary in zip(unit, done, strict=True):
+                    summaries.append(summary)
+                    _log(f"{summary.get('status')} {task.run_id}")
                 if preemption.signum is not None:
                     preemption.requeue()  # checkpoint (this object) and requeue; does not return
-                if summary.get("status") == "interrupted":
+                if any(s.get("status") == "interrupted" for s in done):
                     break  # scancel (SIGTERM): the task is ending, leave the rest for a rerun
         failed = [s["run_id"] for s in summaries if s.get("status") == "failed"]
         if failed:

@@ -125,3 +125,20 @@ def test_bad_input_is_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"ste-ablate: error: {message}, got {argv[-1]!r}".replace(", got '0'", ", got 0")
+
+
+def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fresh_processes.py"
+    spec = importlib.util.spec_from_file_location("fresh_processes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--steps", "2", "--warmup", "0", "--rounds", "2", "--threads", "1", "--json"]
+    assert module.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "mnist-mini" and result["threads"] == 1
+    assert [r["loop"] for r in result["rows"]] == ["article", "ours", "ours", "article"]
+    medians = result["median_images_per_s"]
+    assert result["ratio"] == pytest.approx(medians["ours"] / medians["article"])

@@ -30,7 +30,7 @@ from runners.grid import load_spec
 from runners.io import read_json, read_jsonl
 from runners.slurm import SlurmOptions, add_arguments, slurm_states, submit
 from runners.slurm_record import latest_tasks
-from runners.slurm_task import task_threads
+from runners.slurm_task import CellBatch, task_threads
 from runners.tracking import wandb_run_id
 from runners.work import CellTask, execute_cell
 
@@ -175,6 +175,20 @@ def test_array_runs_every_cell_into_the_store(tmp_path: Path, store: Path) -> No
 
 
 @pytest.mark.slurm
+def test_stacked_array_tasks_train_their_cells_together(tmp_path: Path, store: Path) -> None:
+    spec = write_spec(
+        tmp_path, "stacked", BASE, {"estimator": ["hardtanh", "sigmoid"], "seed": [0, 1]}
+    )
+    args = ["run", str(spec), "--store", str(store), "--executor", "slurm", "--time-min", "5"]
+    out = cli(*args, "--stack", "2", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted 4 cells as SLURM job array" in out.stdout and "(2 tasks)" in out.stdout
+    cells = load_spec(spec).cells
+    assert {state(store, c.run_id) for c in cells} == {"completed"}
+    assert len(set(latest_tasks(store, "stacked").values())) == 2
+
+
+@pytest.mark.slurm
 def test_preempted_task_is_requeued_and_resumes(
     tmp_path: Path, store: Path, reference: dict[str, Any]
 ) -> None:
@@ -253,6 +267,7 @@ def test_failing_cell_is_reported_failed(store: Path, capsys: pytest.CaptureFixt
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    parser.add_argument("--stack", type=int, default=None)  # `ste-ablate run`'s own option
     return parser.parse_args(list(argv))
 
 
@@ -293,6 +308,29 @@ def test_task_threads_come_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
     assert task_threads() == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert task_threads() is None
+
+
+def test_stacking_inside_array_tasks() -> None:
+    plain = SlurmOptions.from_args(parse("--cells-per-task", "3"))
+    assert (plain.stack_size(), plain.chunk_size()) == (1, 3)
+    gpus = SlurmOptions.from_args(parse("--cells-per-task", "40", "--gpus-per-task", "1"))
+    assert (gpus.stack_size(), gpus.chunk_size()) == (32, 40)  # automatic on GPUs, capped
+    told = SlurmOptions.from_args(parse("--gpus-per-task", "1", "--stack", "4"))
+    assert (told.stack_size(), told.chunk_size()) == (4, 4)  # a task holds at least one stack
+
+
+def test_cell_batch_trains_stacks_like_single_cells(tmp_path: Path) -> None:
+    # The array task's callable, run here: stacks of 2 equal the cells trained one at a time.
+    configs = [
+        RunConfig.from_dict({**BASE, "epochs": 1, "estimator": e, "seed": s, "num_threads": 1})
+        for e, s in (("hardtanh", 0), ("sigmoid", 0), ("identity", 1))
+    ]
+    stacked, alone = tmp_path / "stacked", tmp_path / "alone"
+    summaries = CellBatch([CellTask(c, str(stacked)) for c in configs], stack=2)()
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    for config in configs:
+        assert execute_cell(CellTask(config, str(alone)))["status"] == "completed"
+        assert outcome(stacked, config.run_id) == outcome(alone, config.run_id)
 
 
 def test_no_submission_means_no_slurm_states(tmp_path: Path) -> None:

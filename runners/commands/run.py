@@ -228,12 +228,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         CellTask(c.config, root, spec.name, dict(c.factors), wandb, progress=None) for c in todo
     ]
     if slurm is not None:
-        if args.stack not in (None, 1):
-            print(
-                "ste-ablate: warning: --stack applies to local execution; SLURM array tasks "
-                "train their cells one at a time",
-                file=sys.stderr,
-            )
+        # The compute nodes' GPUs are not visible here: --stack, else the spec's, else the
+        # SLURM options decide (runners.slurm.SlurmOptions.stack_size).
+        if args.stack is None:
+            given = {c.config.stack for c in todo if c.config.stack is not None}
+            args.stack = max(given) if given else None
         return int(slurm.submit(tasks, args, store))
 
     from runners.executors import plan_workers, run_cells

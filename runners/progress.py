@@ -1,0 +1,72 @@
+"""Progress of one run: a tqdm bar on a terminal, plain log lines on stderr otherwise, or nothing.
+
+Used by `runners.loop.RunLoop` (one per run, also per member of a stack): a line when training
+starts, the bar's steps and loss, a line per finished epoch, and a closing line with the status.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+
+class RunProgress:
+    """A tqdm bar on a terminal, plain log lines on stderr otherwise, or nothing."""
+
+    def __init__(self, mode: bool | None, run_id: str, total: int) -> None:
+        self.run_id, self.total = run_id, total
+        self.enabled = mode is not False
+        self.bar_wanted = self.enabled and sys.stderr.isatty()
+        self.bar = None
+
+    def start(self, step: int, n_train: int, n_test: int, device: torch.device) -> None:
+        if not self.enabled:
+            return
+        self._line(
+            f"training on {device}: {n_train} train / {n_test} test images, "
+            f"step {step}/{self.total}"
+        )
+        if self.bar_wanted:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                initial=step,
+                desc=self.run_id,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+    def steps(self, count: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def epoch(self, record: dict[str, Any], epochs: int) -> None:
+        if not self.enabled:
+            return
+        self._line(
+            f"epoch {record['epoch']}/{epochs} train_mse={record['train_mse']:.5f} "
+            f"test_mse={record['test_mse']:.5f} psnr={record['test_psnr']:.2f}dB "
+            f"entropy={record['bit_entropy']:.3f} dead={record['dead_bits']} "
+            f"{record['images_per_s']:.0f} img/s"
+        )
+
+    def close(self, summary: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.enabled:
+            detail = f" ({summary['error']})" if summary.get("error") else ""
+            self._line(f"{summary['status']} after {summary['epochs_done']} epoch(s){detail}")
+
+    def _line(self, text: str) -> None:
+        message = f"[{self.run_id}] {text}"
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
