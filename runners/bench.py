@@ -400,7 +400,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"{'loop':<24} {'images/s':>9} {'min-max':>15} {'vs article':>11} {'of ceiling':>11} "
         f"{'page faults/step':>17}",
     ]
-    for name, row in result["loops"].items():
+    for name, row in sorted(result["loops"].items(), key=lambda item: _row_order(item[0])):
         ratio = f"{row['vs_article']:.2f}x" if row["vs_article"] else "n/a"
         spread = f"{row['min']:.0f}-{row['max']:.0f}"
         lines.append(
@@ -421,3 +421,10 @@ def format_report(result: dict[str, Any]) -> str:
 
         lines += ["", *format_grid(grid)]
     return "\n".join(lines)
+
+
+def _row_order(name: str) -> tuple[bool, int, str]:
+    """Report rows: the article, ours with plain layers, ours; the malloc-tuned rows after."""
+    base = name.removesuffix(", malloc tuned")
+    known = ("article", "ours, plain layers", "ours")
+    return name != base, known.index(base) if base in known else len(known), name

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from runners import store as st
 from runners.config import RunConfig
@@ -200,7 +201,7 @@ class RunLoop:
     def _train(self) -> tuple[str, str | None]:
         config, model = self.config, self.model
         images = self.data.train.images
-        autocast = lambda: autocast_context(config.precision, self.device)  # noqa: E731
+        step_fn = self._step_function()
         self.progress.start(self.step, len(self.data.train), len(self.data.test), self.device)
         while self.epoch < config.epochs:
             epoch = self.epoch + 1
@@ -211,7 +212,7 @@ class RunLoop:
             last = len(self.bounds) - 1
             for number, x in epoch_batches(images, order, self.bounds, self.step_in_epoch):
                 model.binarize.set_progress(self.step / self.total_steps)
-                loss, grad_norm = train_step(model, self.optimizer, x, autocast)
+                loss, grad_norm = step_fn(x)
                 self.step += 1
                 self.step_in_epoch = number + 1
                 self.pending.append((self.step, epoch, loss, grad_norm))
@@ -232,6 +233,36 @@ class RunLoop:
             if self.stop and epoch < config.epochs:
                 return "interrupted", f"interrupted by {self.stop.signal_name}; resumable"
         return "completed", None
+
+    def _step_function(self) -> Any:
+        """x -> (loss, pre-threshold gradient norm): `train_step`, or with `config.compile` the
+        same step with the forward through torch.compile (`runners.fast_step.TrainStep`, which
+        falls back to eager with a warning when the compiler fails)."""
+        config, model, optimizer, device = self.config, self.model, self.optimizer, self.device
+
+        def autocast() -> Any:
+            return autocast_context(config.precision, device)
+
+        if not config.compile:
+            return lambda x: train_step(model, optimizer, x, autocast)
+        from runners.fast_step import TrainStep
+
+        step = TrainStep(
+            model,
+            optimizer,
+            model,
+            lambda recon, x: F.mse_loss(recon, x).reshape(1),
+            lambda: model.pre_grad_norm,
+            device=device,
+            precision=config.precision,
+            compile=True,
+        )
+
+        def compiled(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            losses, norm = step(x)
+            return losses[0], norm
+
+        return compiled
 
     def close_epoch(self, epoch: int, started: float) -> tuple[str, str] | None:
         """After an epoch's last step: evaluate, checkpoint, log; (status, error) if it must end.

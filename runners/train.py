@@ -24,7 +24,6 @@ import platform
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -158,8 +157,8 @@ def train_run(
         raise_errors: re-raise an exception after recording the run as "failed" (default: return
             the "failed" summary, as executors need).
 
-    `config.stack` and `config.compile` are speed settings of stacked training
-    (`runners.stacked`, used by `ste-ablate run`); this function trains one run, eagerly.
+    `config.stack` is a setting of the executors (`runners.stacked`); this function trains one
+    run. `config.compile` runs its forward through torch.compile (eager fallback with a warning).
 
     Returns:
         The summary dict written to summary.json.
@@ -186,14 +185,6 @@ def train_run(
         if final is not None:
             return final
         from runners.loop import RunLoop
-
-        if config.compile:
-            warnings.warn(
-                "compile=True applies to stacked training (ste-ablate run on a GPU); "
-                "a single run trains without torch.compile",
-                RuntimeWarning,
-                stacklevel=2,
-            )
 
         with _torch_settings(config, device), _StopOnSignal() as stop:
             loop = RunLoop(config, folder, device, data, _SafeTracker(tracker), progress, stop)

@@ -218,3 +218,32 @@ def test_malloc_tuning_is_deferred_then_applied_once():
     applied = tune_cpu_malloc()
     assert applied == sys.platform.startswith("linux")  # glibc here; elsewhere a no-op
     assert tune_cpu_malloc() == applied
+
+
+@pytest.mark.slow
+def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
+    # The real compiler (inductor, the C++ backend here): same first loss as eager to float
+    # precision; the run completes with its own store entry. Slow: compiling takes ~a minute.
+    import shutil
+
+    from runners.io import read_jsonl
+    from runners.store import run_dir
+    from runners.train import train_run
+
+    config = tiny_config(epochs=1, train_subset=128)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summaries = {
+            name: train_run(
+                config.replace(compile=name == "compiled"), tmp_path / name, progress=False
+            )
+            for name in ("eager", "compiled")
+        }
+    if shutil.which("cc"):  # a C compiler is there: inductor must have worked, no fallback
+        assert not [w for w in caught if "torch.compile unavailable" in str(w.message)]
+    assert {s["status"] for s in summaries.values()} == {"completed"}
+    first = {
+        name: read_jsonl(run_dir(tmp_path / name, config.run_id) / "steps.jsonl")[0]["train_loss"]
+        for name in summaries
+    }
+    assert first["compiled"] == pytest.approx(first["eager"], rel=1e-5)
