@@ -122,7 +122,7 @@ class RunLoop:
             raise ValueError("checkpoint has no optimiser state but the run is unfinished")
         self.model.load_state_dict(ckpt["model"])
         if ckpt["optimizer"] is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            load_optimizer_state(self.optimizer, ckpt["optimizer"])
         self.noise_gen.set_state(ckpt["noise_state"])
         self.data_state = ckpt["data_state"]
         self.data_gen.set_state(self.data_state)
@@ -399,3 +399,19 @@ class RunLoop:
         self.tracker.finish(summary)
         self.progress.close(summary)
         return summary
+
+
+# Settings of how an optimiser computes, not of what: a checkpoint does not decide them.
+_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict(state)`, keeping the optimiser's own implementation settings.
+
+    torch takes every param_group entry from the saved state, so a checkpoint written by a plain
+    Adam would switch a fused one back to the plain kernel (and the other way round).
+    """
+    kept = [{k: g[k] for k in _IMPLEMENTATION_KEYS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, settings in zip(optimizer.param_groups, kept, strict=True):
+        group.update(settings)

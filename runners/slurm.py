@@ -273,6 +273,19 @@ def _absolute(task: CellTask, store: Path) -> CellTask:
     return replace(task, config=config, store=str(store), wandb=wandb, progress=None)
 
 
+def task_chunks(todo: list[CellTask], size: int, stack: int) -> list[list[CellTask]]:
+    """The cells of each array task: whole stacks (`runners.stacked.plan_stacks`), packed in
+    order into tasks of at most `size` cells (`size` >= `stack`)."""
+    from runners.stacked import plan_stacks
+
+    chunks: list[list[CellTask]] = []
+    for unit in plan_stacks(todo, stack):
+        if not chunks or len(chunks[-1]) + len(unit) > size:
+            chunks.append([])
+        chunks[-1].extend(unit)
+    return chunks
+
+
 def _submit_array(
     todo: list[CellTask], options: SlurmOptions, store: Path, spec_name: str
 ) -> tuple[str, dict[str, str]]:
@@ -282,8 +295,7 @@ def _submit_array(
     before = set(logs.iterdir())
     executor = submitit.SlurmExecutor(folder=logs / "%j", max_num_timeout=3)
     executor.update_parameters(**options.executor_parameters(f"ste-{spec_name}"))
-    size, stack = options.chunk_size(), options.stack_size()
-    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    chunks = task_chunks(todo, options.chunk_size(), stack := options.stack_size())
     try:
         with executor.batch():
             jobs = [executor.submit(CellBatch(chunk, stack=stack)) for chunk in chunks]

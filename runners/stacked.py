@@ -184,8 +184,12 @@ class _StackTrainer:
     def run(self, raise_errors: bool) -> list[dict[str, Any]]:
         """Prepare every member, train, finish; summaries in the members' original order."""
         active = []
+        threads = torch.get_num_threads()  # after the config's num_threads (_torch_settings)
         for member in self.members:
             member.session_start = time.perf_counter()
+            # A resumed member sets its recorded thread count; the next fresh one must record
+            # (and train with) the process's count, as it would alone.
+            torch.set_num_threads(threads)
             try:
                 resumed = member._prepare_folder()
                 member.tracker.start(member.config.to_dict(), member.config.run_id, resumed)
@@ -194,9 +198,12 @@ class _StackTrainer:
                 self.outcome[id(member)] = ("failed", f"{type(exc).__name__}: {exc}")
         error: BaseException | None = None
         try:
+            # Members train together when they stand at the same position and, on the CPU, use
+            # the same thread count (results depend on it: `runners.train.keep_thread_count`).
             by_position = defaultdict(list)
             for member in active:
-                by_position[(member.epoch, member.step_in_epoch)].append(member)
+                key = (member.epoch, member.step_in_epoch, member.torch_threads)
+                by_position[key].append(member)
             for group in by_position.values():
                 if self.stop:  # stopped while an earlier group trained: leave this one as is
                     for member in group:
@@ -226,6 +233,8 @@ class _StackTrainer:
     # ------------------------------------------------------------------ training
     def _train(self, members: list[Any]) -> None:
         """Train members that stand at the same position to the end (or stop / divergence)."""
+        if members[0].device.type == "cpu":
+            torch.set_num_threads(members[0].torch_threads)  # _torch_settings restores it
         stack = TrainingStack(members, self.mode, self.cuda_graph)
         config = members[0].config
         while stack.members and stack.members[0].epoch < config.epochs:
@@ -342,9 +351,11 @@ def plan_stacks(tasks: Sequence[Any], stack: int) -> list[list[Any]]:
 
 
 def execute_stack(tasks: Sequence[Any]) -> list[dict[str, Any]]:
-    """The stacked `runners.work.execute_cell`: lock, skip final cells, train, never raise.
+    """The stacked `runners.work.execute_cell`: lock, skip final cells, train.
 
     Cells another process holds are left alone (status "running"), as `execute_cell` does.
+    Never raises for a failing cell; a KeyboardInterrupt (a signal outside the training loop's
+    own handling) finishes every member's tracker as interrupted and is re-raised.
     """
     from runners import work
 
@@ -373,6 +384,11 @@ def execute_stack(tasks: Sequence[Any]) -> list[dict[str, Any]]:
                     trackers=trackers,
                     progress=trainable[0][1].progress,
                 )
+            except KeyboardInterrupt:
+                for (_, task), tracker in zip(trainable, trackers, strict=True):
+                    folder = st.run_dir(task.store, task.run_id)
+                    work._safe_finish(tracker, work._interrupted_summary(task.run_id, folder))
+                raise
             except Exception as exc:  # e.g. missing data: every cell of the stack failed
                 summaries = [
                     work._record_failure(task.run_id, st.run_dir(task.store, task.run_id), exc, 0.0)

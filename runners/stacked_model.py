@@ -101,7 +101,8 @@ class TrainingStack:
 
     `train_step(index)` trains every member one step on its images `index[k]`; in "grouped" mode
     on one `StackedAutoencoder` with one Adam (loaded from and `unload`ed into the members),
-    in "looped" mode by `runners.train.train_step` on each member's own model and optimiser.
+    in "looped" mode by each member's own step (`RunLoop._step_function`) on its own model and
+    optimiser.
     """
 
     def __init__(self, members: list[Any], mode: str, cuda_graph: bool) -> None:
@@ -112,6 +113,8 @@ class TrainingStack:
         self.images = first.data.train.images
         if mode == "grouped":
             self._build_grouped()
+        else:  # each member's own step (`RunLoop._step_function`: eager, or compiled)
+            self.steps = {id(m): m._step_function() for m in self.members}
 
     def _build_grouped(self) -> None:
         from runners.fast import adam
@@ -155,17 +158,9 @@ class TrainingStack:
         """One step of every member on its images `index[k]`: (losses, gradient norms), lazy."""
         if self.mode == "looped":
             from runners.data import get_batch
-            from runners.evaluate import autocast_context
-            from runners.train import train_step
 
-            precision, device = self.config.precision, self.device
             out = [
-                train_step(
-                    member.model,
-                    member.optimizer,
-                    get_batch(self.images, index[k]),
-                    lambda: autocast_context(precision, device),
-                )
+                self.steps[id(member)](get_batch(self.images, index[k]))
                 for k, member in enumerate(self.members)
             ]
             return [o[0] for o in out], [o[1] for o in out]

@@ -213,6 +213,8 @@ def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        # build_model/build_optimizer: runners.fast point layers (CPU) and fused Adam.
+        "fast_path": True,
         "platform": platform.platform(),
         "executable": sys.executable,
     }

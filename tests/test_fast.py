@@ -247,3 +247,20 @@ def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
         for name in summaries
     }
     assert first["compiled"] == pytest.approx(first["eager"], rel=1e-5)
+
+
+def test_resuming_keeps_the_optimizers_own_kernel():
+    # A checkpoint written by a plain Adam must not switch a fused Adam back (nor the reverse).
+    from runners.loop import load_optimizer_state
+
+    p = nn.Parameter(torch.ones(4))
+    plain = torch.optim.Adam([p], lr=0.1)
+    p.grad = torch.ones(4)
+    plain.step()
+    fused = adam([nn.Parameter(torch.ones(4))], 0.1, (0.9, 0.999), "cpu")
+    assert fused.param_groups[0]["fused"] is True
+    load_optimizer_state(fused, plain.state_dict())
+    assert fused.param_groups[0]["fused"] is True
+    assert float(fused.state[fused.param_groups[0]["params"][0]]["step"]) == 1
+    load_optimizer_state(plain, fused.state_dict())
+    assert not plain.param_groups[0]["fused"]

@@ -319,6 +319,21 @@ def test_stacking_inside_array_tasks() -> None:
     assert (told.stack_size(), told.chunk_size()) == (4, 4)  # a task holds at least one stack
 
 
+def test_array_tasks_hold_whole_stacks() -> None:
+    from runners.slurm import task_chunks
+
+    # The grid's last axis is lr, so stackable cells are not adjacent in grid order.
+    configs = [
+        RunConfig.from_dict({**BASE, "estimator": e, "seed": s, "lr": lr})
+        for e in ("hardtanh", "sigmoid") for s in (0, 1) for lr in (1e-3, 2e-3)
+    ]  # fmt: skip
+    tasks = [CellTask(c, "store") for c in configs]
+    chunks = task_chunks(tasks, size=4, stack=4)
+    assert [len(c) for c in chunks] == [4, 4]
+    assert all(len({t.config.lr for t in chunk}) == 1 for chunk in chunks)
+    assert [len(c) for c in task_chunks(tasks, size=3, stack=1)] == [3, 3, 2]
+
+
 def test_cell_batch_trains_stacks_like_single_cells(tmp_path: Path) -> None:
     # The array task's callable, run here: stacks of 2 equal the cells trained one at a time.
     configs = [

@@ -316,3 +316,58 @@ def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
                   if "train/loss" in h["item"]]  # fmt: skip
         steps = read_jsonl(st.run_dir(store, config.run_id) / st.STEPS)
         assert losses == pytest.approx([s["train_loss"] for s in steps])
+
+
+def test_members_keep_their_own_thread_counts(tmp_path):
+    # X starts alone with 1 thread and is interrupted; stacked with a fresh Y in a 2-thread
+    # process, X goes on with 1 thread (as it would alone) and Y trains and records 2.
+    x, y = configs(num_threads=None)[:2]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = train_run(x, tmp_path / "stack", tracker=SignalAt(1), progress=False)
+        assert first["status"] == "interrupted"
+        x_alone = train_run(x, tmp_path / "alone", progress=False)
+        torch.set_num_threads(2)
+        summaries = train_stacked([x, y], tmp_path / "stack", progress=False)
+        y_alone = train_run(y, tmp_path / "alone", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert [s["status"] for s in (*summaries, x_alone, y_alone)] == ["completed"] * 4
+    for config, threads in ((x, 1), (y, 2)):
+        stacked, alone = (st.run_dir(tmp_path / s, config.run_id) for s in ("stack", "alone"))
+        assert read_json(stacked / st.CONFIG)["runtime"]["torch_threads"] == threads
+        assert outputs(stacked) == outputs(alone)
+
+
+class InterruptAt(Tracker):
+    """Raises KeyboardInterrupt (a signal outside the loop's own handling) at step `at`;
+    records how it was finished."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.finished = at, None
+
+    def log_step(self, step, metrics):
+        if step == self.at:
+            raise KeyboardInterrupt
+
+    def finish(self, summary):
+        self.finished = summary
+
+
+def test_an_escaping_interrupt_finishes_every_members_tracker(tmp_path, monkeypatch):
+    from runners import stacked, work
+
+    trackers = iter([InterruptAt(2), InterruptAt(), InterruptAt()])
+    made = []
+
+    def tracker(task, config):
+        made.append(next(trackers))
+        return made[-1]
+
+    monkeypatch.setattr(work, "_tracker", tracker)  # the trackers under test, no W&B
+    tasks = [CellTask(config=c, store=str(tmp_path)) for c in configs()]
+    with pytest.raises(KeyboardInterrupt):
+        stacked.execute_stack(tasks)
+    assert len(made) == 3
+    assert [t.finished["status"] for t in made] == ["interrupted"] * 3
