@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from runners.stacked import execute_stack, plan_stacks
-from runners.work import CellTask, set_worker_resources
+from runners.work import CellTask, set_worker_resources, summary_after_interrupt
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -266,7 +266,7 @@ def _signal_of(summary: dict[str, Any]) -> int:
 
 
 def _interrupted(task: CellTask) -> dict[str, Any]:
-    return {"run_id": task.run_id, "status": "interrupted", "error": "interrupted"}
+    return summary_after_interrupt(task)
 
 
 def _result(future: Future, unit: list[CellTask]) -> list[dict[str, Any]]:

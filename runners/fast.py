@@ -1,5 +1,8 @@
 """Fast paths for training the autoencoder: the same arithmetic with fewer wasted cycles.
 
+Every run uses them: `runners.train.build_model` returns `prepare_model(...)` and
+`build_optimizer` returns `adam(...)` (`fast=False` there gives the plain modules).
+
 Measured on the 2-core CPU here (benchmarks/README.md has the tables), for the article's training
 step at batch 64 in fp32:
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import submitit
 
-from runners.work import CellTask, set_worker_resources
+from runners.work import CellTask, set_worker_resources, summary_after_interrupt
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -52,10 +52,7 @@ class CellBatch(submitit.helpers.Checkpointable):
                 try:
                     done = execute_stack(unit)
                 except KeyboardInterrupt:  # a signal outside train_run's own handling
-                    done = [
-                        {"run_id": t.run_id, "status": "interrupted", "error": "interrupted"}
-                        for t in unit
-                    ]
+                    done = [summary_after_interrupt(t) for t in unit]
                 for task, summary in zip(unit, done, strict=True):
                     summaries.append(summary)
                     _log(f"{summary.get('status')} {task.run_id}")

@@ -169,6 +169,18 @@ def _interrupted_summary(run_id: str, folder: Path) -> dict[str, Any]:
     return summary
 
 
+def summary_after_interrupt(task: CellTask) -> dict[str, Any]:
+    """What a cell is after a KeyboardInterrupt escaped the unit it belonged to: its final
+    summary when it had finished (or was already final), else an "interrupted" placeholder."""
+    try:
+        info = run_store.cell_info(run_store.run_dir(task.store, task.run_id))
+        if info.state in run_store.FINAL_STATES and info.summary:
+            return dict(info.summary)
+    except Exception:  # an unreadable store: the placeholder says enough
+        pass
+    return _placeholder(task.run_id, "interrupted", "interrupted")
+
+
 def _record_failure(run_id: str, folder: Path, exc: BaseException, wall: float) -> dict[str, Any]:
     """Write (unless train_run already did) and return a `failed` summary."""
     existing, _ = run_store.verify_summary(folder)

@@ -158,3 +158,23 @@ def test_process_pool_runs_stacks_of_cells(tmp_path, tiny_config, finished_run) 
     assert metrics_without_timing(tmp_path, config.run_id) == metrics_without_timing(
         original.parent.parent, config.run_id
     )
+
+
+def test_an_escaping_interrupt_keeps_finished_cells_finished(tmp_path, tiny_config, monkeypatch):
+    import signal
+
+    from runners import work
+    from runners.tracking import Tracker
+
+    class Interrupt(Tracker):  # a signal outside the training loop's own handling
+        def log_step(self, step, metrics):
+            raise KeyboardInterrupt
+
+    done, other = tiny_config(seed=7), tiny_config(seed=8)
+    assert execute_cell(CellTask(done, str(tmp_path)))["status"] == "completed"
+    monkeypatch.setattr(work, "_tracker", lambda task, config: Interrupt())
+    tasks = [CellTask(done, str(tmp_path)), CellTask(other, str(tmp_path))]
+    outcome = run_cells(tasks, stack=2, show_progress=False)
+    assert outcome.signum == signal.SIGINT
+    assert outcome.summaries[done.run_id]["status"] == "completed"
+    assert outcome.summaries[other.run_id]["status"] == "interrupted"
