@@ -106,6 +106,7 @@ def run_cells(
     done_before: int = 0,
     show_progress: bool | None = None,
     stack: int = 1,
+    stack_mode: str | None = None,
 ) -> GridOutcome:
     """Run cells locally and collect their summaries; never raises for a failing cell.
 
@@ -118,6 +119,7 @@ def run_cells(
         show_progress: draw the bar (None = only when stderr is a terminal).
         stack: train up to this many compatible cells together (`runners.stacked`); 1 = one
             cell at a time.
+        stack_mode: "grouped" or "looped" stacks (None: the device's default).
     """
     total = len(tasks) + done_before if total is None else total
     bar = tqdm(
@@ -132,8 +134,8 @@ def run_cells(
     units = plan_stacks(tasks, stack)
     try:
         if workers <= 1:
-            return _run_sequential(units, display)
-        return _run_pool(units, workers, devices or [], display)
+            return _run_sequential(units, display, stack_mode)
+        return _run_pool(units, workers, devices or [], display, stack_mode)
     finally:
         bar.close()
 
@@ -178,7 +180,9 @@ class _Display:
 # ----------------------------------------------------------------------------- sequential
 
 
-def _run_sequential(units: list[list[CellTask]], display: _Display) -> GridOutcome:
+def _run_sequential(
+    units: list[list[CellTask]], display: _Display, mode: str | None = None
+) -> GridOutcome:
     outcome = GridOutcome()
     queue = deque(units)
     with _catch_signals(raise_interrupt=True) as caught:
@@ -187,7 +191,7 @@ def _run_sequential(units: list[list[CellTask]], display: _Display) -> GridOutco
             for task in unit:
                 display.start(task)
             try:
-                summaries = execute_stack(unit)
+                summaries = execute_stack(unit, mode)
             except KeyboardInterrupt:
                 # The signal arrived outside train_run's own handling (e.g. while W&B started):
                 # the cells' last checkpoints stay, their state reads as interrupted or missing.
@@ -207,7 +211,11 @@ def _run_sequential(units: list[list[CellTask]], display: _Display) -> GridOutco
 
 
 def _run_pool(
-    units: list[list[CellTask]], workers: int, devices: list[str], display: _Display
+    units: list[list[CellTask]],
+    workers: int,
+    devices: list[str],
+    display: _Display,
+    mode: str | None = None,
 ) -> GridOutcome:
     outcome = GridOutcome()
     queue = deque(units)
@@ -236,7 +244,7 @@ def _run_pool(
             while queue or running:
                 while queue and len(running) < workers and caught.signum is None and not broken:
                     unit = queue.popleft()
-                    running[pool.submit(_pool_execute, unit)] = unit
+                    running[pool.submit(_pool_execute, unit, mode)] = unit
                     for task in unit:
                         display.start(task)
                 if not running:
@@ -294,11 +302,11 @@ def _init_worker(device_queue: Any, has_devices: bool, threads: int) -> None:
     set_worker_resources(device, threads)
 
 
-def _pool_execute(unit: list[CellTask]) -> list[dict[str, Any]]:
+def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[str, Any]]:
     """execute_stack in a worker: a signal during training interrupts it, as in the parent."""
     previous = {s: signal.signal(s, _raise_interrupt) for s in _SIGNALS}
     try:
-        return execute_stack(unit)
+        return execute_stack(unit, mode)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

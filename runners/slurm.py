@@ -127,6 +127,7 @@ class SlurmOptions:
     extra: tuple[tuple[str, str | bool], ...] = ()
     wait: bool = False
     stack: int | None = None  # cells trained together inside a task (None: automatic)
+    stack_mode: str | None = None  # "grouped" / "looped" (None: the node's device decides)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SlurmOptions:
@@ -148,6 +149,7 @@ class SlurmOptions:
             extra=tuple(extra),
             wait=bool(getattr(args, "wait", False)),
             stack=getattr(args, "stack", None),
+            stack_mode=getattr(args, "stack_mode", None),
         )
 
     def stack_size(self) -> int:
@@ -298,7 +300,10 @@ def _submit_array(
     chunks = task_chunks(todo, options.chunk_size(), stack := options.stack_size())
     try:
         with executor.batch():
-            jobs = [executor.submit(CellBatch(chunk, stack=stack)) for chunk in chunks]
+            jobs = [
+                executor.submit(CellBatch(chunk, stack=stack, mode=options.stack_mode))
+                for chunk in chunks
+            ]
     except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
         detail = getattr(exc, "stderr", None) or getattr(exc, "output", None) or exc
         if isinstance(detail, bytes):

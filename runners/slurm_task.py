@@ -33,9 +33,10 @@ class CellBatch(submitit.helpers.Checkpointable):
     the task as FAILED (the store holds each cell's own `failed` summary).
     """
 
-    def __init__(self, tasks: list[CellTask], stack: int = 1) -> None:
+    def __init__(self, tasks: list[CellTask], stack: int = 1, mode: str | None = None) -> None:
         self.tasks = list(tasks)
         self.stack = stack
+        self.mode = mode  # "grouped" / "looped" stacks; None: the device's default
 
     def __call__(self) -> list[dict[str, Any]]:
         threads = task_threads()
@@ -50,7 +51,7 @@ class CellBatch(submitit.helpers.Checkpointable):
         with _Preemption() as preemption:
             for unit in plan_stacks(self.tasks, getattr(self, "stack", 1)):
                 try:
-                    done = execute_stack(unit)
+                    done = execute_stack(unit, getattr(self, "mode", None))
                 except KeyboardInterrupt:  # a signal outside train_run's own handling
                     done = [summary_after_interrupt(t) for t in unit]
                 for task, summary in zip(unit, done, strict=True):

@@ -350,12 +350,13 @@ def plan_stacks(tasks: Sequence[Any], stack: int) -> list[list[Any]]:
     return order
 
 
-def execute_stack(tasks: Sequence[Any]) -> list[dict[str, Any]]:
+def execute_stack(tasks: Sequence[Any], mode: str | None = None) -> list[dict[str, Any]]:
     """The stacked `runners.work.execute_cell`: lock, skip final cells, train.
 
     Cells another process holds are left alone (status "running"), as `execute_cell` does.
     Never raises for a failing cell; a KeyboardInterrupt (a signal outside the training loop's
-    own handling) finishes every member's tracker as interrupted and is re-raised.
+    own handling) finishes every member's tracker as interrupted and is re-raised. `mode`:
+    "grouped" or "looped" (None: the device's default, `default_mode`).
     """
     from runners import work
 
@@ -383,6 +384,7 @@ def execute_stack(tasks: Sequence[Any]) -> list[dict[str, Any]]:
                     trainable[0][1].store,
                     trackers=trackers,
                     progress=trainable[0][1].progress,
+                    mode=mode,
                 )
             except KeyboardInterrupt:
                 for (_, task), tracker in zip(trainable, trackers, strict=True):

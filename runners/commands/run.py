@@ -104,6 +104,13 @@ def register(subparsers: Any) -> None:
         help="train up to K compatible cells together in one process (default: the spec's "
         "stack, else 1 on the CPU and up to 32 per GPU; 1 = off)",
     )
+    run.add_argument(
+        "--stack-mode",
+        choices=("grouped", "looped"),
+        default=None,
+        help="how a stack trains: one grouped model, or each member in turn (default: grouped "
+        "on CUDA, looped on the CPU, where it is bit-identical to separate runs)",
+    )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
     run.add_argument(
         "--executor",
@@ -240,7 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers, devices = plan_workers(args.workers, todo[0].config.device)
     stack, why = stack_size(args.stack, todo, workers)
     if stack > 1:
-        print(f"stacks of up to {stack} cells ({why}; --stack 1 turns stacking off)")
+        how = f", {args.stack_mode}" if args.stack_mode else ""
+        print(f"stacks of up to {stack} cells ({why}{how}; --stack 1 turns stacking off)")
     if workers > 1:
         print(f"{workers} worker processes" + (f" on {', '.join(devices)}" if devices else ""))
         tasks = [replace(t, progress=False) for t in tasks]  # N bars would garble the terminal
@@ -255,6 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         done_before=done,
         show_progress=False if args.no_progress else None,
         stack=stack,
+        stack_mode=args.stack_mode,
     )
     if wandb.mode == "offline":
         where = Path(os.environ.get("WANDB_DIR") or wandb.directory or ".") / "wandb"
