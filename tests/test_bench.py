@@ -142,3 +142,24 @@ def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
     assert [r["loop"] for r in result["rows"]] == ["article", "ours", "ours", "article"]
     medians = result["median_images_per_s"]
     assert result["ratio"] == pytest.approx(medians["ours"] / medians["article"])
+
+
+def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
+    # benchmarks/gpu_check.py is the one script a session with a GPU runs; --quick on the CPU
+    # keeps it from rotting between such sessions.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"environment.json", "bench.json", "grid.json", "stack_check.json"} <= names
+    assert "errors.txt" not in names
+    check = json.loads((tmp_path / "stack_check.json").read_text())
+    assert check["status_stacked"] == ["completed"] * 3
+    assert check["first_step_loss_max_rel_diff"] < 1e-5
+    grid = json.loads((tmp_path / "grid.json").read_text())["grid"]
+    assert grid["stack"] == 4 and grid["speedup"] > 0
