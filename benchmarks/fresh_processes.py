@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the table; returns the exit code."""
     parser = argparse.ArgumentParser(
         description="Time the article's loop and ours, each in a fresh process, alternating.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--steps", type=int, default=300, help="timed steps per process")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")

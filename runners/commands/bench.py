@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
         help="also time a grid of N cells x E epochs (ours stacked vs the article per cell)",
     )
     parser.add_argument(
-        "--stack", metavar="K", help="cells per stack in --grid (default: 1 on CPU, 32 on GPU)"
+        "--stack",
+        metavar="K",
+        help="cells per stack in --grid (default: 1 on CPU, min(N_CELLS, 32) on GPU)",
     )
     parser.add_argument("--precision", default="fp32", help="fp32 (default) or bf16 for ours")
     parser.add_argument("--threads", metavar="N", help="torch CPU threads (default: torch's)")

@@ -41,8 +41,8 @@ examples:
   ste-ablate status ablations/quickstart.yaml                 table of cell states
 
 Rerunning a spec runs only what is missing or unfinished. Completed and diverged cells are
-final; failed and interrupted cells rerun (interrupted ones resume from their last epoch
-checkpoint, bit-identical on CPU). Two `run` processes on one store share the work: each skips
+final; failed and interrupted cells rerun (interrupted ones resume from the step where
+they stopped, bit-identical on CPU). Two `run` processes on one store share the work: each skips
 the cells the other holds (reported as running) instead of waiting for them.
 
 Stacking (--stack K, or `stack: K` in the spec's base): up to K cells that differ only in
@@ -108,8 +108,9 @@ def register(subparsers: Any) -> None:
         "--stack-mode",
         choices=("grouped", "looped"),
         default=None,
-        help="how a stack trains: one grouped model, or each member in turn (default: grouped "
-        "on CUDA, looped on the CPU, where it is bit-identical to separate runs)",
+        help="how a stack of 2 or more cells trains: one grouped model, or each member in turn "
+        "(default: grouped on CUDA, looped on the CPU, where it is bit-identical to separate "
+        "runs)",
     )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
     run.add_argument(
@@ -246,6 +247,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     workers, devices = plan_workers(args.workers, todo[0].config.device)
     stack, why = stack_size(args.stack, todo, workers)
+    if args.stack_mode and stack == 1:
+        print(
+            f"ste-ablate: warning: --stack-mode {args.stack_mode} applies to stacks of 2 or more "
+            "cells; add --stack K",
+            file=sys.stderr,
+        )
     if stack > 1:
         how = f", {args.stack_mode}" if args.stack_mode else ""
         print(f"stacks of up to {stack} cells ({why}{how}; --stack 1 turns stacking off)")
