@@ -53,7 +53,8 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     data_root: str | None = None  # None -> $STE_DATA_ROOT -> per-user cache folder
     stack: int | None = None  # cells trained together by `run` (None = auto: 1 CPU, <=32 GPU)
-    compile: bool = False  # torch.compile (GPU extra)
+    compile: bool = False  # torch.compile of the forward (GPU extra; eager fallback)
+    cuda_graph: bool = False  # CUDA-graph capture of the whole step (GPU extra; eager fallback)
     num_threads: int | None = None  # torch CPU threads (None = leave torch's default)
 
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -257,6 +258,7 @@ def _check_values(
     check_choice("probe", PROBES)
     check_int("stack", 1, optional=True)
     check_bool("compile")
+    check_bool("cuda_graph")
     check_int("num_threads", 1, optional=True)
 
     device = values["device"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -235,17 +236,33 @@ class RunLoop:
         return "completed", None
 
     def _step_function(self) -> Any:
-        """x -> (loss, pre-threshold gradient norm): `train_step`, or with `config.compile` the
-        same step with the forward through torch.compile (`runners.fast_step.TrainStep`, which
-        falls back to eager with a warning when the compiler fails)."""
+        """x -> (loss, pre-threshold gradient norm): `train_step`, or with `config.compile` /
+        `config.cuda_graph` the same step through `runners.fast_step.TrainStep` (torch.compile of
+        the forward / CUDA-graph capture of the whole step, each falling back to eager with a
+        warning). A graph freezes per-step Python state, so stochastic and annealed estimators
+        train eagerly."""
         config, model, optimizer, device = self.config, self.model, self.optimizer, self.device
 
         def autocast() -> Any:
             return autocast_context(config.precision, device)
 
-        if not config.compile:
+        if not config.compile and not config.cuda_graph:
             return lambda x: train_step(model, optimizer, x, autocast)
         from runners.fast_step import TrainStep
+
+        graph = config.cuda_graph
+        if (
+            graph
+            and device.type == "cuda"
+            and (model.estimator.stochastic or model.estimator.annealed)
+        ):
+            warnings.warn(
+                f"CUDA graphs need a deterministic, non-annealed estimator ({config.estimator} is "
+                "not); training eagerly instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            graph = False
 
         step = TrainStep(
             model,
@@ -255,7 +272,8 @@ class RunLoop:
             lambda: model.pre_grad_norm,
             device=device,
             precision=config.precision,
-            compile=True,
+            compile=config.compile,
+            cuda_graph=graph,
         )
 
         def compiled(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

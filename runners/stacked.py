@@ -109,7 +109,8 @@ def train_stacked(
             model and optimiser, stepped in turn: bit-identical to unstacked runs; the default
             on the CPU, where grouped kernels measured slower than separate ones).
         cuda_graph: capture the training step in a CUDA graph (CUDA, deterministic estimators
-            only; falls back to eager with a warning).
+            only; falls back to eager with a warning); also on when the configs say
+            `cuda_graph: true`.
 
     Raises:
         NotStackableError, UserError (bad device, missing data, a cell locked elsewhere).
@@ -126,6 +127,7 @@ def train_stacked(
 
     configs = list(configs)
     check_stackable(configs)
+    cuda_graph = cuda_graph or configs[0].cuda_graph
     if mode not in (None, *MODES):
         raise NotStackableError(f"unknown stack mode {mode!r} (choose from {', '.join(MODES)})")
     trackers = list(trackers) if trackers is not None else [None] * len(configs)

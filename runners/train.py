@@ -105,7 +105,9 @@ def build_optimizer(
     betas = (config.beta1, config.beta2)
     if not fast:
         return torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas)
-    return adam(model.parameters(), config.lr, betas, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    capturable = config.cuda_graph and device.type == "cuda"  # a graph replays Adam's step too
+    return adam(model.parameters(), config.lr, betas, device, capturable=capturable)
 
 
 def train_step(
@@ -158,7 +160,8 @@ def train_run(
             the "failed" summary, as executors need).
 
     `config.stack` is a setting of the executors (`runners.stacked`); this function trains one
-    run. `config.compile` runs its forward through torch.compile (eager fallback with a warning).
+    run. `config.compile` runs its forward through torch.compile and `config.cuda_graph` captures
+    the whole step in a CUDA graph (each with an eager fallback and a warning).
 
     Returns:
         The summary dict written to summary.json.

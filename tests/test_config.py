@@ -23,10 +23,10 @@ def test_fields_match_the_architecture_contract():
     assert RunConfig.field_names() == (
         "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size",
         "lr", "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
-        "device", "data_root", "stack", "compile", "num_threads",
+        "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
     )  # fmt: skip
     assert set(RunConfig().identity()) == set(RunConfig.IDENTITY_FIELDS)
-    assert not {"device", "data_root", "stack", "compile", "num_threads"} & set(
+    assert not {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"} & set(
         RunConfig.IDENTITY_FIELDS
     )
 

@@ -264,3 +264,33 @@ def test_resuming_keeps_the_optimizers_own_kernel():
     assert float(fused.state[fused.param_groups[0]["params"][0]]["step"]) == 1
     load_optimizer_state(plain, fused.state_dict())
     assert not plain.param_groups[0]["fused"]
+
+
+def test_cuda_graph_flag_on_the_cpu_warns_and_trains_like_eager(tmp_path, tiny_config):
+    # The flag's whole path (config -> RunLoop -> TrainStep) runs here; the capture itself
+    # needs CUDA, so it falls back with a warning and the run equals the plain one bit for bit.
+    from runners.store import run_dir
+    from runners.train import train_run
+
+    config = tiny_config(epochs=1, train_subset=128)
+    plain = train_run(config, tmp_path / "plain", progress=False)
+    with pytest.warns(RuntimeWarning, match="CUDA graphs unavailable"):
+        graphed = train_run(config.replace(cuda_graph=True), tmp_path / "graph", progress=False)
+    assert plain["status"] == graphed["status"] == "completed"
+    steps = [(run_dir(tmp_path / s, config.run_id) / "steps.jsonl").read_bytes()
+             for s in ("plain", "graph")]  # fmt: skip
+    assert steps[0] == steps[1] and plain["test_mse"] == graphed["test_mse"]
+
+
+def test_speed_switches_reach_the_config_without_changing_the_run_id():
+    import argparse
+
+    from runners.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--compile", "--cuda-graph", "--seed", "3"])
+    config = train_cmd.config_from_args(args)
+    assert config.compile and config.cuda_graph
+    plain = train_cmd.config_from_args(parser.parse_args(["train", "--seed", "3"]))
+    assert not plain.compile and not plain.cuda_graph and plain.run_id == config.run_id

@@ -114,6 +114,21 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
     run.add_argument(
+        "--compile",
+        action="store_const",
+        const=True,
+        default=None,
+        help="torch.compile every cell's forward (GPU extra; eager fallback with a warning)",
+    )
+    run.add_argument(
+        "--cuda-graph",
+        action="store_const",
+        const=True,
+        default=None,
+        help="capture each training step in a CUDA graph (CUDA, deterministic non-annealed "
+        "estimators; eager fallback with a warning)",
+    )
+    run.add_argument(
         "--executor",
         choices=("local", "slurm") if _slurm() else ("local",),
         default="local",
@@ -202,7 +217,13 @@ def _slurm() -> ModuleType | None:
 def cmd_run(args: argparse.Namespace) -> int:
     """`ste-ablate run`: returns the exit code (see the module docstring)."""
     spec = load_spec(args.spec)
-    cells = _with_execution(spec.cells, device=args.device, data_root=args.data_root)
+    cells = _with_execution(
+        spec.cells,
+        device=args.device,
+        data_root=args.data_root,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
+    )
     store = Path(args.store)
     states = {c.run_id: run_store.cell_state(run_store.run_dir(store, c.run_id)) for c in cells}
     todo = [c for c in cells if states[c.run_id] not in run_store.FINAL_STATES + ("running",)]
@@ -278,9 +299,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(spec, cells, store, signum=outcome.signum, started=started)
 
 
-def _with_execution(cells: list[Cell], *, device: str | None, data_root: str | None) -> list[Cell]:
-    """Apply --device / --data-root (execution fields: the run ids do not change)."""
-    changes = {k: v for k, v in (("device", device), ("data_root", data_root)) if v is not None}
+def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
+    """Apply --device / --data-root / --compile / --cuda-graph (execution fields: the run ids
+    do not change); None means "not given"."""
+    changes = {k: v for k, v in fields.items() if v is not None}
     if not changes:
         return cells
     return [Cell(c.config.replace(**changes), c.factors) for c in cells]

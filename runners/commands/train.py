@@ -54,6 +54,22 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# Speed switches (execution fields: they do not change the run id).
+_SWITCHES: tuple[tuple[str, str, str], ...] = (
+    (
+        "--compile",
+        "compile",
+        "torch.compile the forward (GPU extra; eager fallback with a warning)",
+    ),
+    (
+        "--cuda-graph",
+        "cuda_graph",
+        "capture the whole step in a CUDA graph (CUDA, deterministic non-annealed estimators; "
+        "eager fallback with a warning)",
+    ),
+)
+
+
 def register(subparsers: Any) -> None:
     """Add the ``train`` command."""
     parser = subparsers.add_parser(
@@ -75,6 +91,10 @@ def register(subparsers: Any) -> None:
         default=None,
         help="drop the ReLU before the threshold (same forward, different gradient)",
     )
+    for flag, field, text in _SWITCHES:
+        parser.add_argument(
+            flag, dest=field, action="store_const", const=True, default=None, help=text
+        )
     parser.add_argument(
         "--out",
         "--store",
@@ -93,6 +113,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - RunConfig, imp
     from runners.config import apply_overrides
 
     overrides: dict[str, Any] = {"pre_threshold_relu": args.pre_threshold_relu}
+    for _flag, field, _text in _SWITCHES:
+        overrides[field] = getattr(args, field, None)
     for flag, field, kind, _text in _OPTIONS:
         overrides[field] = _convert(flag, getattr(args, field), kind)
     return apply_overrides(None, overrides)
