@@ -164,24 +164,23 @@ def _add_spec_and_store(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of workers, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--workers must be at least 1, got {value}")
-    return value
+def _at_least_one(flag: str, what: str) -> Any:
+    """An argparse type: a whole number >= 1 for `flag` (one-line errors naming it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least 1, got {value}")
+        return value
+
+    return parse
 
 
-def _stack(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a stack size, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--stack must be at least 1, got {value}")
-    return value
+_workers = _at_least_one("--workers", "a number of workers")
+_stack = _at_least_one("--stack", "a stack size")
 
 
 def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
