@@ -83,22 +83,30 @@ def _environment(out: Path, device: str) -> None:
     print(info, flush=True)
 
 
+# run_bench keywords per part: (full size, --quick size).
+_BENCH = {
+    "bench": (dict(steps=50, rounds=3), dict(steps=3, rounds=1, warmup=1, ceiling_s=0.2)),
+    "grid": (
+        dict(steps=30, rounds=2, grid=(80, 5), stack=32, budget_s=240.0),
+        dict(
+            steps=2,
+            rounds=1,
+            warmup=1,
+            ceiling_s=0.2,
+            grid=(4, 1),
+            stack=4,
+            budget_s=20.0,
+            subsets=(256, 128),
+        ),  # fmt: skip
+    ),
+}
+
+
 def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
     from runners.bench import format_report, run_bench
 
-    sizes = dict(steps=3, rounds=1, warmup=1, ceiling_s=0.2) if quick else dict(steps=50, rounds=3)
-    if grid:
-        cells = (4, 1) if quick else (80, 5)
-        extra = dict(grid=cells, stack=4 if quick else 32, budget_s=20.0 if quick else 240.0)
-        if quick:
-            extra["subsets"] = (256, 128)
-        sizes = (
-            dict(steps=2, rounds=1, warmup=1, ceiling_s=0.2) if quick else dict(steps=30, rounds=2)
-        )
-        result = run_bench(device=device, **sizes, **extra)
-    else:
-        result = run_bench(device=device, **sizes)
     name = "grid" if grid else "bench"
+    result = run_bench(device=device, **_BENCH[name][quick])
     _write(out / f"{name}.json", result)
     text = format_report(result)
     (out / f"{name}.txt").write_text(text + "\n")

@@ -195,7 +195,7 @@ def _run_sequential(
             except KeyboardInterrupt:
                 # The signal arrived outside train_run's own handling (e.g. while W&B started):
                 # the cells' last checkpoints stay, their state reads as interrupted or missing.
-                summaries = [_interrupted(task) for task in unit]
+                summaries = [summary_after_interrupt(task) for task in unit]
                 caught.signum = caught.signum or signal.SIGINT
             for task, summary in zip(unit, summaries, strict=True):
                 outcome.summaries[task.run_id] = summary
@@ -273,15 +273,11 @@ def _signal_of(summary: dict[str, Any]) -> int:
     return signal.SIGTERM if "SIGTERM" in error else signal.SIGINT
 
 
-def _interrupted(task: CellTask) -> dict[str, Any]:
-    return summary_after_interrupt(task)
-
-
 def _result(future: Future, unit: list[CellTask]) -> list[dict[str, Any]]:
     try:
         return list(future.result())
     except KeyboardInterrupt:
-        return [_interrupted(task) for task in unit]
+        return [summary_after_interrupt(task) for task in unit]
     except BrokenProcessPool as exc:
         error = f"worker died: {exc}"
         return [{"run_id": t.run_id, "status": "failed", "error": error} for t in unit]

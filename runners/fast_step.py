@@ -20,6 +20,13 @@ from torch import nn
 from runners.fast import autocast
 
 
+def graph_capturable(estimators: Any) -> bool:
+    """Whether a CUDA graph may capture steps through these estimators: a replay repeats fixed
+    kernels, so stochastic ones (fresh noise every step) and annealed ones (progress set from
+    Python every step) must train eagerly."""
+    return not any(e.stochastic or e.annealed for e in estimators)
+
+
 class TrainStep:
     """One optimisation step of a (possibly stacked) autoencoder, with optional GPU extras.
 

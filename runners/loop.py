@@ -248,14 +248,10 @@ class RunLoop:
 
         if not config.compile and not config.cuda_graph:
             return lambda x: train_step(model, optimizer, x, autocast)
-        from runners.fast_step import TrainStep
+        from runners.fast_step import TrainStep, graph_capturable
 
         graph = config.cuda_graph
-        if (
-            graph
-            and device.type == "cuda"
-            and (model.estimator.stochastic or model.estimator.annealed)
-        ):
+        if graph and device.type == "cuda" and not graph_capturable([model.estimator]):
             warnings.warn(
                 f"CUDA graphs need a deterministic, non-annealed estimator ({config.estimator} is "
                 "not); training eagerly instead",
@@ -276,11 +272,11 @@ class RunLoop:
             cuda_graph=graph,
         )
 
-        def compiled(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            losses, norm = step(x)
+        def one_run_step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            losses, norm = step(x)  # TrainStep returns per-member losses: one member here
             return losses[0], norm
 
-        return compiled
+        return one_run_step
 
     def close_epoch(self, epoch: int, started: float) -> tuple[str, str] | None:
         """After an epoch's last step: evaluate, checkpoint, log; (status, error) if it must end.

@@ -118,7 +118,7 @@ class TrainingStack:
 
     def _build_grouped(self) -> None:
         from runners.fast import adam
-        from runners.fast_step import TrainStep
+        from runners.fast_step import TrainStep, graph_capturable
         from runners.train import build_optimizer
 
         config, members = self.config, self.members
@@ -126,7 +126,7 @@ class TrainingStack:
         graph = (
             self.cuda_graph
             and self.device.type == "cuda"
-            and not any(m.model.estimator.stochastic or m.model.estimator.annealed for m in members)
+            and graph_capturable(m.model.estimator for m in members)
         )
         if graph:
             betas = (config.beta1, config.beta2)

@@ -183,6 +183,12 @@ _workers = _at_least_one("--workers", "a number of workers")
 _stack = _at_least_one("--stack", "a stack size")
 
 
+def spec_stack(cells: list[Cell]) -> int | None:
+    """The stack size the spec sets (`stack:`; the largest if cells differ), else None."""
+    given = [c.config.stack for c in cells if c.config.stack is not None]
+    return max(given) if given else None
+
+
 def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
     """How many cells train together, and why: --stack, else the spec's, else automatic.
 
@@ -191,9 +197,9 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[i
     """
     if requested is not None:
         return requested, "--stack"
-    given = {c.config.stack for c in todo if c.config.stack is not None}
-    if given:
-        return max(given), "spec"
+    given = spec_stack(todo)
+    if given is not None:
+        return given, "spec"
     from runners.stacked import auto_stack
 
     per_worker = -(-len(todo) // max(1, workers))
@@ -259,8 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The compute nodes' GPUs are not visible here: --stack, else the spec's, else the
         # SLURM options decide (runners.slurm.SlurmOptions.stack_size).
         if args.stack is None:
-            given = {c.config.stack for c in todo if c.config.stack is not None}
-            args.stack = max(given) if given else None
+            args.stack = spec_stack(todo)
         return int(slurm.submit(tasks, args, store))
 
     from runners.executors import plan_workers, run_cells
