@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +60,15 @@ def copy_run(tmp_path: Path) -> Callable[[Path], Path]:
         return store
 
     return copy
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (modules opt in with `pytest.mark.usefixtures`): the CPU
+    is shared, and two threads fighting for a busy core crawl."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

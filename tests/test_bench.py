@@ -128,13 +128,7 @@ def test_bad_input_is_one_line(argv, message, capsys):
 
 
 def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fresh_processes.py"
-    spec = importlib.util.spec_from_file_location("fresh_processes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_script("fresh_processes")
     argv = ["--steps", "2", "--warmup", "0", "--rounds", "2", "--threads", "1", "--json"]
     assert module.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
@@ -147,13 +141,7 @@ def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
 def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
     # benchmarks/gpu_check.py is the one script a session with a GPU runs; --quick on the CPU
     # keeps it from rotting between such sessions.
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_script("gpu_check")
     assert module.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"environment.json", "bench.json", "grid.json", "stack_check.json"} <= names
@@ -163,3 +151,15 @@ def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
     assert check["first_step_loss_max_rel_diff"] < 1e-5
     grid = json.loads((tmp_path / "grid.json").read_text())["grid"]
     assert grid["stack"] == 4 and grid["speedup"] > 0
+
+
+def _benchmark_script(name: str):
+    """benchmarks/NAME.py of this checkout, imported by path (it is not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

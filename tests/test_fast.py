@@ -20,14 +20,7 @@ from runners.fast import (
 from runners.fast_step import TrainStep, _restore, _snapshot
 from runners.model import BinaryAutoencoder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the CPU is shared, and two threads fighting for a busy core crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _same_layer(plain: nn.Module, point_type: type[nn.Module]) -> nn.Module:
@@ -48,17 +41,7 @@ def _same_layer(plain: nn.Module, point_type: type[nn.Module]) -> nn.Module:
     ],
 )
 def test_point_conv_equals_conv(layer, shape):
-    layer = layer.double()
-    point = _same_layer(layer, FastConv2d)
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_(True)
-    y, y2 = layer(x), point(x2)
-    torch.testing.assert_close(y2, y, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(y)
-    y.backward(g)
-    y2.backward(g)
-    torch.testing.assert_close(x2.grad, x.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(point.weight.grad, layer.weight.grad, rtol=1e-12, atol=1e-12)
+    _assert_same_outputs_and_gradients(layer, FastConv2d, shape)
 
 
 @pytest.mark.parametrize(
@@ -73,8 +56,13 @@ def test_point_conv_equals_conv(layer, shape):
     ],
 )
 def test_point_conv_transpose_equals_conv_transpose(layer, shape):
+    _assert_same_outputs_and_gradients(layer, FastConvTranspose2d, shape)
+
+
+def _assert_same_outputs_and_gradients(layer, point_type, shape):
+    """In float64 the point layer's output and input/weight gradients equal the plain layer's."""
     layer = layer.double()
-    point = _same_layer(layer, FastConvTranspose2d)
+    point = _same_layer(layer, point_type)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     y, y2 = layer(x), point(x2)
@@ -294,3 +282,12 @@ def test_speed_switches_reach_the_config_without_changing_the_run_id():
     assert config.compile and config.cuda_graph
     plain = train_cmd.config_from_args(parser.parse_args(["train", "--seed", "3"]))
     assert not plain.compile and not plain.cuda_graph and plain.run_id == config.run_id
+
+
+def test_only_deterministic_fixed_estimators_may_be_graph_captured():
+    from runners.fast_step import graph_capturable
+    from ste_variants import get_estimator
+
+    assert graph_capturable([get_estimator("hardtanh"), get_estimator("sigmoid(beta=4)")])
+    assert not graph_capturable([get_estimator("hardtanh"), get_estimator("bernoulli")])
+    assert not graph_capturable([get_estimator("ede")])  # annealed

@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slurm_helpers import cluster_problem, wait_until
 
 from runners import store as run_store
 from runners.config import RunConfig
@@ -49,19 +48,10 @@ LONG = {**BASE, "train_subset": 512, "epochs": 3}
 TIMING = {"epoch_time_s", "images_per_s", "wall_time_s", "files"}
 
 
-def _cluster_problem() -> str | None:
-    if shutil.which("sbatch") is None:
-        return "SLURM's client tools are not installed (scripts/slurm-local.sh start, as root)"
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
-    if ping.returncode != 0:
-        return "slurmctld does not answer (scripts/slurm-local.sh start, as root)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster() -> None:
     """Skip (saying why) unless the local cluster answers."""
-    problem = _cluster_problem()
+    problem = cluster_problem()
     if problem:
         pytest.skip(problem)
 
@@ -94,17 +84,6 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env=env,
         check=False,
     )
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def state(store: Path, run_id: str) -> str:

@@ -6,13 +6,11 @@ the SLURM client tools and skip, saying why, when the tools are missing or the c
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from slurm_helpers import cluster_problem, run, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -20,50 +18,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 
 
-def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _cluster_problem() -> str | None:
-    """Why the cluster cannot be used, or None when it answers and has a usable node."""
-    if shutil.which("sinfo") is None:
-        return "the SLURM client tools are not installed (run scripts/slurm-local.sh start as root)"
-    ping = _run("scontrol", "ping", timeout=20)
-    if ping.returncode != 0:
-        return "slurmctld does not answer (run scripts/slurm-local.sh start as root)"
-    states = _run("sinfo", "-h", "-N", "-o", "%T", timeout=20).stdout.split()
-    if not any(s.rstrip("*~#") in {"idle", "mixed", "allocated"} for s in states):
-        return f"no usable node (sinfo states: {states}); see scripts/slurm-local.sh logs"
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> None:
-    problem = _cluster_problem()
+    problem = cluster_problem()
     if problem:
         pytest.skip(problem)
 
 
-def _wait(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 def _sbatch(*args: str) -> str:
-    out = _run("sbatch", "--parsable", "--time=2", *args)
+    out = run("sbatch", "--parsable", "--time=2", *args)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().split(";")[0]
 
 
 def _sacct_states(job_id: str) -> dict[str, str]:
     """JobID -> State of a job (or of every task of an array) as accounting records it."""
-    out = _run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State")
+    out = run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State")
     assert out.returncode == 0, out.stderr
     rows = [line.split("|") for line in out.stdout.splitlines() if line.strip()]
     # "CANCELLED by 0" -> "CANCELLED"
@@ -80,13 +50,13 @@ def _final_states(job_id: str, n: int, timeout: float = 60) -> dict[str, str]:
             return states
         return None
 
-    return _wait(done, timeout, f"job {job_id} to end in accounting")  # type: ignore[return-value]
+    return wait_until(done, timeout, f"job {job_id} to end in accounting")  # type: ignore[return-value]
 
 
 def test_srun_runs_a_step_on_the_node() -> None:
-    out = _run("srun", "-N1", "-n1", "-t", "1", "hostname")
+    out = run("srun", "-N1", "-n1", "-t", "1", "hostname")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == _run("hostname").stdout.strip()
+    assert out.stdout.strip() == run("hostname").stdout.strip()
 
 
 def test_batch_job_completes_in_accounting() -> None:
@@ -115,8 +85,8 @@ def test_array_job_runs_every_task(tmp_path: Path) -> None:
 def test_scancel_ends_a_running_job(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     job = _sbatch("--output=/dev/null", "--wrap", f"touch {marker}; sleep 120")
-    _wait(marker.exists, 60, "the job to start")
-    assert _run("scancel", job).returncode == 0
+    wait_until(marker.exists, 60, "the job to start")
+    assert run("scancel", job).returncode == 0
     assert _final_states(job, 1) == {job: "CANCELLED"}
 
 
@@ -130,25 +100,25 @@ def test_requeued_job_runs_again_soon(tmp_path: Path) -> None:
         "--wrap",
         f"echo run ${{SLURM_RESTART_COUNT:-0}} >> {log}; sleep 120",
     )
-    _wait(lambda: log.exists() and "run" in log.read_text(), 60, "the first run")
+    wait_until(lambda: log.exists() and "run" in log.read_text(), 60, "the first run")
     t0 = time.monotonic()
-    assert _run("scontrol", "requeue", job).returncode == 0
+    assert run("scontrol", "requeue", job).returncode == 0
     try:
-        _wait(lambda: "run 1" in log.read_text(), 60, "the requeued run")
+        wait_until(lambda: "run 1" in log.read_text(), 60, "the requeued run")
         assert time.monotonic() - t0 < 45
         assert log.read_text().split() == ["run", "0", "run", "1"]
     finally:
-        _run("scancel", job)
+        run("scancel", job)
 
 
 def test_start_is_idempotent_while_running() -> None:
-    if not SCRIPT.exists() or _run("id", "-u").stdout.strip() != "0":
+    if not SCRIPT.exists() or run("id", "-u").stdout.strip() != "0":
         pytest.skip("needs root and scripts/slurm-local.sh")
     t0 = time.monotonic()
-    out = _run("bash", str(SCRIPT), "start", timeout=180)
+    out = run("bash", str(SCRIPT), "start", timeout=180)
     assert out.returncode == 0, out.stderr
     assert "already running" in out.stderr
     assert time.monotonic() - t0 < 30
-    status = _run("bash", str(SCRIPT), "status")
+    status = run("bash", str(SCRIPT), "status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert "slurmd     running" in status.stdout

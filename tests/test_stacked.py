@@ -82,13 +82,7 @@ def single_runs(tmp_path_factory) -> dict[str, Path]:
 # --------------------------------------------------------------------------- the grouped model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the CPU is shared, and two threads fighting for a busy core crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _members(dtype=torch.float64) -> list[BinaryAutoencoder]:
