@@ -45,7 +45,7 @@ def normalize_cells(cells: Any) -> list[dict[str, Any]] | None:
     """Expected cells as dicts {run_id, factors, config}.
 
     Accepts None, a spec index dict ({"cells": [...]}), or an iterable of dicts or objects with
-    `.run_id`, `.factors` and optionally `.config` (e.g. `runners.grid` cells).
+    `.run_id`, `.factors` and optionally `.config` (e.g. `runners.grids.spec` cells).
     """
     if cells is None:
         return None

@@ -1,6 +1,6 @@
 """Read a study from Weights & Biases (public API) into the same tidy table as the run store.
 
-For users whose results live only in W&B. The layout read is the one `runners.tracking`
+For users whose results live only in W&B. The layout read is the one `runners.tracking.wandb_tracker`
 writes: one W&B run per cell, group = the spec's name, config = the resolved run config plus
 `run_id`, `spec` and `factors`; epoch metrics as `epoch/<key>` against the custom step `epoch`
 (and `global_step`); the final summary's scalars (with `status`) in the run summary. The full

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runners.data import MNIST_FILES, load_arrays, normalize, resolve_data_root
-from runners.fast import adam, prepare_model
-from runners.model import BinaryAutoencoder
-from runners.stacked_model import StackedAutoencoder, member_losses
+from runners.speed.grouped import StackedAutoencoder, member_losses
+from runners.speed.layers import adam, prepare_model
+from runners.training.data import MNIST_FILES, load_arrays, normalize, resolve_data_root
+from runners.training.model import BinaryAutoencoder
 
 VARIANTS = {
     "plain, same again": {},

@@ -103,7 +103,7 @@ _BENCH = {
 
 
 def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
-    from runners.bench import format_report, run_bench
+    from runners.bench.loops import format_report, run_bench
 
     name = "grid" if grid else "bench"
     result = run_bench(device=device, **_BENCH[name][quick])
@@ -115,10 +115,10 @@ def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
 
 def _stack_check(out: Path, device: str, quick: bool) -> None:
     from runners.config import RunConfig
-    from runners.io import read_jsonl
-    from runners.stacked import train_stacked
-    from runners.store import run_dir
-    from runners.train import train_run
+    from runners.store.atomic import read_jsonl
+    from runners.store.cells import run_dir
+    from runners.training.run import train_run
+    from runners.training.stacked import train_stacked
 
     base = {"dataset": "mnist-mini", "device": device, "epochs": 1 if quick else 2,
             "train_subset": 256 if quick else None, "test_subset": 128 if quick else None}  # fmt: skip

@@ -105,8 +105,8 @@ def write_run(
 
 
 def spec_cells(spec_path: Path) -> tuple[str, list[dict[str, Any]]]:
-    """(name, cells) of a real spec through runners.grid: run ids, factors and configs."""
-    from runners.grid import load_spec
+    """(name, cells) of a real spec through runners.grids.spec: run ids, factors and configs."""
+    from runners.grids.spec import load_spec
 
     spec = load_spec(spec_path)
     cells = [

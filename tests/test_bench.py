@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from runners.bench import (
+from runners.bench.loops import (
     article_module,
     bench_data,
     conv_macs,
@@ -17,7 +17,7 @@ from runners.bench import (
     run_bench,
 )
 from runners.cli import main
-from runners.model import ARTICLE_PARAMETERS, BinaryAutoencoder
+from runners.training.model import ARTICLE_PARAMETERS, BinaryAutoencoder
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def test_the_article_loop_is_the_articles_model_and_data():
         loop = article.ArticleLoop("cpu", root)
         images = loop.trainloader.dataset.data
         assert images.shape == (6000, 28, 28)
-        from runners.data import normalize
+        from runners.training.data import normalize
 
         # The article's ToTensor + Normalize equals our device-side arithmetic, bit for bit.
         X, _ = loop.trainloader.dataset[7]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from runners import data
 from runners.errors import UserError
+from runners.training import data
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO / "runners" / "data" / "mnist_mini.npz"

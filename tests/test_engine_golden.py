@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from golden import engine_cases as cases
 
 GOLDEN = json.loads(cases.GOLDEN.read_text())

@@ -1,4 +1,4 @@
-"""The fast path: runners.fast (matmul layers, fused Adam) and runners.fast_step (fallbacks)."""
+"""The fast path: runners.speed.layers (matmul layers, fused Adam) and runners.speed.steps (fallbacks)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runners.fast import (
+from runners.speed.layers import (
     FastConv2d,
     FastConvTranspose2d,
     adam,
     prepare_model,
     use_point_matmuls,
 )
-from runners.fast_step import TrainStep, _restore, _snapshot
-from runners.model import BinaryAutoencoder
+from runners.speed.steps import TrainStep, _restore, _snapshot
+from runners.training.model import BinaryAutoencoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -199,7 +199,7 @@ def test_cuda_graph_step_matches_eager_on_gpu():
 def test_malloc_tuning_is_deferred_then_applied_once():
     import sys
 
-    from runners.fast import defer_malloc_tuning, tune_cpu_malloc
+    from runners.speed.layers import defer_malloc_tuning, tune_cpu_malloc
 
     with defer_malloc_tuning():
         assert tune_cpu_malloc() is False  # the bench's first phase: glibc's defaults stay
@@ -214,9 +214,9 @@ def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
     # precision; the run completes with its own store entry. Slow: compiling takes ~a minute.
     import shutil
 
-    from runners.io import read_jsonl
-    from runners.store import run_dir
-    from runners.train import train_run
+    from runners.store.atomic import read_jsonl
+    from runners.store.cells import run_dir
+    from runners.training.run import train_run
 
     config = tiny_config(epochs=1, train_subset=128)
     with warnings.catch_warnings(record=True) as caught:
@@ -239,7 +239,7 @@ def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
 
 def test_resuming_keeps_the_optimizers_own_kernel():
     # A checkpoint written by a plain Adam must not switch a fused Adam back (nor the reverse).
-    from runners.loop import load_optimizer_state
+    from runners.training.loop import load_optimizer_state
 
     p = nn.Parameter(torch.ones(4))
     plain = torch.optim.Adam([p], lr=0.1)
@@ -257,8 +257,8 @@ def test_resuming_keeps_the_optimizers_own_kernel():
 def test_cuda_graph_flag_on_the_cpu_warns_and_trains_like_eager(tmp_path, tiny_config):
     # The flag's whole path (config -> RunLoop -> TrainStep) runs here; the capture itself
     # needs CUDA, so it falls back with a warning and the run equals the plain one bit for bit.
-    from runners.store import run_dir
-    from runners.train import train_run
+    from runners.store.cells import run_dir
+    from runners.training.run import train_run
 
     config = tiny_config(epochs=1, train_subset=128)
     plain = train_run(config, tmp_path / "plain", progress=False)
@@ -285,7 +285,7 @@ def test_speed_switches_reach_the_config_without_changing_the_run_id():
 
 
 def test_only_deterministic_fixed_estimators_may_be_graph_captured():
-    from runners.fast_step import graph_capturable
+    from runners.speed.steps import graph_capturable
     from ste_variants import get_estimator
 
     assert graph_capturable([get_estimator("hardtanh"), get_estimator("sigmoid(beta=4)")])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runners.config import RunConfig
-from runners.grid import SpecError, load_spec
+from runners.grids.spec import SpecError, load_spec
 from ste_variants import list_estimators
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"

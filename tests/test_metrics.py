@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from runners.metrics import (
+from runners.training.metrics import (
     bit_entropy,
     code_stats,
     knn_accuracy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners.model import ARTICLE_PARAMETERS, BinaryAutoencoder, count_parameters
+from runners.training.model import ARTICLE_PARAMETERS, BinaryAutoencoder, count_parameters
 
 
 @pytest.fixture(scope="module")

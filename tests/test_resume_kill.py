@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners import store as run_store
-from runners.grid import load_spec
-from runners.io import read_jsonl
-from runners.tracking import wandb_run_id
-from runners.work import CellTask, execute_cell
+from runners.executors.cells import CellTask, execute_cell
+from runners.grids.spec import load_spec
+from runners.store import cells as run_store
+from runners.store.atomic import read_jsonl
+from runners.tracking.wandb_tracker import wandb_run_id
 
 TIMING = ("epoch_time_s", "images_per_s")
 SPEC = """\

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from runners import store as run_store
 from runners.cli import main
-from runners.grid import load_spec
-from runners.io import read_json
+from runners.grids.spec import load_spec
+from runners.store import cells as run_store
+from runners.store.atomic import read_json
 
 TINY_BASE = (
     "base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "

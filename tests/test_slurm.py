@@ -22,16 +22,16 @@ from typing import Any
 import pytest
 from slurm_helpers import cluster_problem, wait_until
 
-from runners import store as run_store
 from runners.config import RunConfig
 from runners.errors import UserError
-from runners.grid import load_spec
-from runners.io import read_json, read_jsonl
-from runners.slurm import SlurmOptions, add_arguments, slurm_states, submit
-from runners.slurm_record import latest_tasks
-from runners.slurm_task import CellBatch, task_threads
-from runners.tracking import wandb_run_id
-from runners.work import CellTask, execute_cell
+from runners.executors.cells import CellTask, execute_cell
+from runners.executors.slurm import SlurmOptions, add_arguments, slurm_states, submit
+from runners.executors.slurm_record import latest_tasks
+from runners.executors.slurm_task import CellBatch, task_threads
+from runners.grids.spec import load_spec
+from runners.store import cells as run_store
+from runners.store.atomic import read_json, read_jsonl
+from runners.tracking.wandb_tracker import wandb_run_id
 
 BASE = {
     "dataset": "mnist-mini",
@@ -299,7 +299,7 @@ def test_stacking_inside_array_tasks() -> None:
 
 
 def test_array_tasks_hold_whole_stacks() -> None:
-    from runners.slurm import task_chunks
+    from runners.executors.slurm import task_chunks
 
     # The grid's last axis is lr, so stackable cells are not adjacent in grid order.
     configs = [

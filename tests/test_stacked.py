@@ -11,12 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners import store as st
 from runners.config import RunConfig
-from runners.io import read_json, read_jsonl
-from runners.metrics import strip_timing
-from runners.model import BinaryAutoencoder
-from runners.stacked import (
+from runners.executors.cells import CellTask
+from runners.speed.grouped import (
+    StackedAutoencoder,
+    member_losses,
+    stack_optimizer_state,
+    unstack_optimizer_state,
+)
+from runners.store import cells as st
+from runners.store.atomic import read_json, read_jsonl
+from runners.tracking.wandb_tracker import Tracker
+from runners.training.metrics import strip_timing
+from runners.training.model import BinaryAutoencoder
+from runners.training.run import train_run
+from runners.training.stacked import (
     NotStackableError,
     auto_stack,
     check_stackable,
@@ -24,15 +33,6 @@ from runners.stacked import (
     plan_stacks,
     train_stacked,
 )
-from runners.stacked_model import (
-    StackedAutoencoder,
-    member_losses,
-    stack_optimizer_state,
-    unstack_optimizer_state,
-)
-from runners.tracking import Tracker
-from runners.train import train_run
-from runners.work import CellTask
 
 # Three different estimators (one stochastic), three seeds: 2 epochs x 2 steps of 64 images.
 MEMBERS = (("hardtanh", 0), ("sigmoid(beta=4)", 1), ("bernoulli", 2))
@@ -243,10 +243,10 @@ def test_an_interrupted_stack_resumes_stacked_or_alone(single_runs, tmp_path, mo
 
 
 def test_diverging_members_are_recorded_and_the_rest_go_on(tmp_path):
-    from runners.data import prepare_data
-    from runners.loop import RunLoop
-    from runners.stacked import _StackTrainer
-    from runners.tracking import NullTracker
+    from runners.tracking.wandb_tracker import NullTracker
+    from runners.training.data import prepare_data
+    from runners.training.loop import RunLoop
+    from runners.training.stacked import _StackTrainer
 
     cells = configs()
     data = prepare_data("mnist-mini", 128, 64, "cpu")
@@ -285,7 +285,7 @@ def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
     import wandb
     from test_wandb import of_type, offline_runs, wandb_records
 
-    from runners.tracking import WandbOptions, wandb_run_id
+    from runners.tracking.wandb_tracker import WandbOptions, wandb_run_id
 
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "NETRC"):
         monkeypatch.delenv(name, raising=False)
@@ -350,7 +350,8 @@ class InterruptAt(Tracker):
 
 
 def test_an_escaping_interrupt_finishes_every_members_tracker(tmp_path, monkeypatch):
-    from runners import stacked, work
+    from runners.executors import cells as work
+    from runners.training import stacked
 
     trackers = iter([InterruptAt(2), InterruptAt(), InterruptAt()])
     made = []

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from runners import store as st
-from runners.io import atomic_write_json
-from runners.train import CellBusyError, train_run
+from runners.store import cells as st
+from runners.store.atomic import atomic_write_json
+from runners.training.run import CellBusyError, train_run
 
 HOLD_LOCK = """
 import sys
-from runners.store import cell_lock
+from runners.store.cells import cell_lock
 with cell_lock(sys.argv[1]) as got:
     print("held" if got else "busy", flush=True)
     sys.stdin.read()

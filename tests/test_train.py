@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners import store as st
-from runners.evaluate import evaluate
-from runners.io import read_json, read_jsonl
-from runners.metrics import strip_timing
-from runners.tracking import Tracker
-from runners.train import build_model, exit_code, resolve_device, train_run
-from runners.work import CellTask, execute_cell, set_worker_resources
+from runners.executors.cells import CellTask, execute_cell, set_worker_resources
+from runners.store import cells as st
+from runners.store.atomic import read_json, read_jsonl
+from runners.tracking.wandb_tracker import Tracker
+from runners.training.evaluate import evaluate
+from runners.training.metrics import strip_timing
+from runners.training.run import build_model, exit_code, resolve_device, train_run
 
 EPOCH_KEYS = {
     "epoch", "step", "train_mse", "test_mse", "test_psnr", "bit_entropy", "dead_bits",
@@ -89,7 +89,7 @@ def test_short_run_learns_and_records_everything(finished_run):
     assert set(records[0]) == EPOCH_KEYS and set(records[1]) == EPOCH_KEYS | {"probe_accuracy"}
     # Training lowers the test MSE, below the untrained model's too.
     untrained = build_model(config, torch.device("cpu")).eval()
-    from runners.data import prepare_data
+    from runners.training.data import prepare_data
 
     test_images = prepare_data("mnist-mini", 256, 128, "cpu").test.images
     initial = evaluate(untrained, test_images).mse
@@ -128,8 +128,8 @@ def test_same_config_twice_is_bit_identical(finished_run, tmp_path, capsys):
 
 
 def test_estimators_share_initial_weights_and_batch_order(tiny_config, tmp_path):
-    from runners.data import prepare_data
-    from runners.loop import RunLoop
+    from runners.training.data import prepare_data
+    from runners.training.loop import RunLoop
 
     cpu = torch.device("cpu")
     data = prepare_data("mnist-mini", 256, 128, cpu)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from runners.io import read_json, read_jsonl
-from runners.store import run_dir
-from runners.tracking import (
+from runners.executors.cells import CellTask, execute_cell
+from runners.store.atomic import read_json, read_jsonl
+from runners.store.cells import run_dir
+from runners.tracking.wandb_tracker import (
     WandbOptions,
     WandbTracker,
     display_name,
@@ -27,8 +28,7 @@ from runners.tracking import (
     resolve_mode,
     wandb_run_id,
 )
-from runners.train import train_run
-from runners.work import CellTask, execute_cell
+from runners.training.run import train_run
 
 WANDB = Path(sys.executable).with_name("wandb")
 
@@ -173,9 +173,11 @@ def test_online_start_up_times_out_and_falls_back_to_offline(
     tmp_path, tiny_config, no_wandb_env, monkeypatch
 ):
     # Credentials exist but the server does not answer (a closed local port): no prompt, no hang.
-    import runners.tracking
+    import runners.tracking.wandb_tracker
 
-    monkeypatch.setattr(runners.tracking, "_ONLINE_FAILED", [])  # this process's memory of it
+    monkeypatch.setattr(
+        runners.tracking.wandb_tracker, "_ONLINE_FAILED", []
+    )  # this process's memory of it
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     assert resolve_mode("auto") == ("online", None)

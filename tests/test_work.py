@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runners import store as run_store
-from runners.executors import plan_workers, run_cells
-from runners.io import read_jsonl
-from runners.work import CellTask, execute_cell
+from runners.executors.cells import CellTask, execute_cell
+from runners.executors.local import plan_workers, run_cells
+from runners.store import cells as run_store
+from runners.store.atomic import read_jsonl
 
 TIMING = ("epoch_time_s", "images_per_s")
 
@@ -163,8 +163,8 @@ def test_process_pool_runs_stacks_of_cells(tmp_path, tiny_config, finished_run) 
 def test_an_escaping_interrupt_keeps_finished_cells_finished(tmp_path, tiny_config, monkeypatch):
     import signal
 
-    from runners import work
-    from runners.tracking import Tracker
+    from runners.executors import cells as work
+    from runners.tracking.wandb_tracker import Tracker
 
     class Interrupt(Tracker):  # a signal outside the training loop's own handling
         def log_step(self, step, metrics):

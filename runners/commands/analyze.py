@@ -247,18 +247,18 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _load_spec(path: str, store: str | None) -> _Spec:
-    """The spec's name, hash, axes and expected cells (runners.grid when it is there)."""
+    """The spec's name, hash, axes and expected cells (runners.grids.spec when it is there)."""
     spec_path = Path(path)
     if not spec_path.is_file():
         raise UserError(f"spec {path} not found")
     try:
-        from runners.grid import load_spec
+        from runners.grids.spec import load_spec
     except ImportError:
         load_spec = None
     if load_spec is not None:
         spec = load_spec(spec_path)
         return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells))
-    # Fallback before runners.grid existed: the spec index `ste-ablate run` wrote.
+    # Fallback before runners.grids.spec existed: the spec index `ste-ablate run` wrote.
     import yaml
 
     raw = spec_path.read_bytes()

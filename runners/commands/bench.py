@@ -1,4 +1,4 @@
-"""`ste-ablate bench`: images/s of the article's training loop against ours (see runners.bench)."""
+"""`ste-ablate bench`: images/s of the article's training loop against ours (see runners.bench.loops)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, bench, print."""
-    from runners.bench import format_report, run_bench
+    from runners.bench.loops import format_report, run_bench
 
     if args.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got {args.precision!r}")

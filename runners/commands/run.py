@@ -22,12 +22,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from runners import store as run_store
 from runners.errors import UserError
-from runners.grid import Cell, Spec, load_spec
-from runners.io import atomic_write_json
-from runners.tracking import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
-from runners.work import CellTask
+from runners.executors.cells import CellTask
+from runners.grids.spec import Cell, Spec, load_spec
+from runners.store import cells as run_store
+from runners.store.atomic import atomic_write_json
+from runners.tracking.wandb_tracker import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
 
 DEFAULT_STORE = "ste-store"
 
@@ -192,7 +192,7 @@ def spec_stack(cells: list[Cell]) -> int | None:
 def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
     """How many cells train together, and why: --stack, else the spec's, else automatic.
 
-    Automatic (`runners.stacked.auto_stack`): 1 on the CPU; on a GPU the cells each worker gets,
+    Automatic (`runners.training.stacked.auto_stack`): 1 on the CPU; on a GPU the cells each worker gets,
     at most 32.
     """
     if requested is not None:
@@ -200,18 +200,18 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[i
     given = spec_stack(todo)
     if given is not None:
         return given, "spec"
-    from runners.stacked import auto_stack
+    from runners.training.stacked import auto_stack
 
     per_worker = -(-len(todo) // max(1, workers))
     return auto_stack(todo[0].config.device, per_worker), "automatic"
 
 
 def _slurm() -> ModuleType | None:
-    """runners.slurm when it exists (the SLURM executor is optional)."""
+    """runners.executors.slurm when it exists (the SLURM executor is optional)."""
     try:
-        return importlib.import_module("runners.slurm")
+        return importlib.import_module("runners.executors.slurm")
     except ModuleNotFoundError as exc:
-        if exc.name == "runners.slurm":
+        if exc.name == "runners.executors.slurm":
             return None
         raise
 
@@ -263,12 +263,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if slurm is not None:
         # The compute nodes' GPUs are not visible here: --stack, else the spec's, else the
-        # SLURM options decide (runners.slurm.SlurmOptions.stack_size).
+        # SLURM options decide (runners.executors.slurm.SlurmOptions.stack_size).
         if args.stack is None:
             args.stack = spec_stack(todo)
         return int(slurm.submit(tasks, args, store))
 
-    from runners.executors import plan_workers, run_cells
+    from runners.executors.local import plan_workers, run_cells
 
     workers, devices = plan_workers(args.workers, todo[0].config.device)
     stack, why = stack_size(args.stack, todo, workers)
@@ -314,8 +314,8 @@ def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
 
 def _preflight(todo: list[Cell], *, check_device: bool = True) -> None:
     """Fail before writing anything when the device or the data is not there (UserError)."""
-    from runners.data import load_arrays
-    from runners.train import resolve_device
+    from runners.training.data import load_arrays
+    from runners.training.run import resolve_device
 
     if check_device:
         for device in sorted({c.config.device for c in todo}):

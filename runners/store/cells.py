@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runners.io import atomic_torch_save, atomic_write_json, read_json, sha256_file
+from runners.store.atomic import atomic_torch_save, atomic_write_json, read_json, sha256_file
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -90,7 +90,7 @@ def environment_versions() -> dict[str, str]:
 
 
 def _git(*args: str) -> str | None:
-    source = Path(__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
             ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5, check=True

@@ -1,6 +1,6 @@
 """Fast paths for training the autoencoder: the same arithmetic with fewer wasted cycles.
 
-Every run uses them: `runners.train.build_model` returns `prepare_model(...)` and
+Every run uses them: `runners.training.run.build_model` returns `prepare_model(...)` and
 `build_optimizer` returns `adam(...)` (`fast=False` there gives the plain modules).
 
 Measured on the 2-core CPU here (benchmarks/README.md has the tables), for the article's training
@@ -32,7 +32,7 @@ Both are deterministic run to run.
 The matmul layers act on CPU tensors only: they were measured there. On CUDA the layers run
 cuDNN's kernels (which use TF32 for convolutions by default, unlike matmuls).
 
-GPU extras, all behind flags with a fallback to eager execution, are in `runners.fast_step`:
+GPU extras, all behind flags with a fallback to eager execution, are in `runners.speed.steps`:
 `TrainStep(compile=True)` (torch.compile) and `TrainStep(cuda_graph=True)` (capture of the
 whole step). Not measured here.
 """

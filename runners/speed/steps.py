@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runners.fast import autocast
+from runners.speed.layers import autocast
 
 
 def graph_capturable(estimators: Any) -> bool:

@@ -2,16 +2,16 @@
 
 `ste-ablate run SPEC --executor slurm` calls `submit(tasks, args, store)`: the cells become one
 SLURM job array (`--cells-per-task` cells per array task) and each task runs
-`runners.work.execute_cell`, the unit of work of local execution, into the same run store. The
+`runners.executors.cells.execute_cell`, the unit of work of local execution, into the same run store. The
 store (and the Python environment) must be on storage every node sees.
 
 - The backend is `submitit.SlurmExecutor`, named explicitly: submitit's auto-detection picks SLURM
   whenever the client tools are installed, even with no daemon running.
 - Every submission carries a time limit (`--time-min`). SLURM signals a task 90 s (less for short
   limits) before its limit, and on preemption; the cell checkpoints and submitit requeues the task
-  (`runners.slurm_task.CellBatch`, a `submitit.helpers.Checkpointable`); `scancel` leaves the cell
+  (`runners.executors.slurm_task.CellBatch`, a `submitit.helpers.Checkpointable`); `scancel` leaves the cell
   interrupted and the next `run` resubmits it. Either way the cell resumes from its checkpoint.
-- Each submission is recorded atomically in STORE/slurm/<spec>.json (`runners.slurm_record`);
+- Each submission is recorded atomically in STORE/slurm/<spec>.json (`runners.executors.slurm_record`);
   `slurm_states` reads it back and asks squeue/sacct, for `ste-ablate status`.
 """
 
@@ -32,17 +32,17 @@ from typing import Any
 
 import submitit
 
-from runners import store as run_store
 from runners.errors import UserError
-from runners.slurm_record import (
+from runners.executors.cells import CellTask
+from runners.executors.slurm_record import (
     LIVE_STATES,
     latest_tasks,
     read_record,
     record_submission,
     slurm_states,
 )
-from runners.slurm_task import CellBatch
-from runners.work import CellTask
+from runners.executors.slurm_task import CellBatch
+from runners.store import cells as run_store
 
 __all__ = ["SlurmOptions", "add_arguments", "preflight", "slurm_states", "submit", "wait_for_cells"]
 DEFAULT_TIME_MIN = 120
@@ -154,8 +154,8 @@ class SlurmOptions:
 
     def stack_size(self) -> int:
         """Cells each task trains together: --stack / the spec's, else, with GPUs, the task's
-        cells (at most `runners.stacked.GPU_MAX_STACK`), else 1."""
-        from runners.stacked import GPU_MAX_STACK
+        cells (at most `runners.training.stacked.GPU_MAX_STACK`), else 1."""
+        from runners.training.stacked import GPU_MAX_STACK
 
         if self.stack is not None:
             return self.stack
@@ -276,9 +276,9 @@ def _absolute(task: CellTask, store: Path) -> CellTask:
 
 
 def task_chunks(todo: list[CellTask], size: int, stack: int) -> list[list[CellTask]]:
-    """The cells of each array task: whole stacks (`runners.stacked.plan_stacks`), packed in
+    """The cells of each array task: whole stacks (`runners.training.stacked.plan_stacks`), packed in
     order into tasks of at most `size` cells (`size` >= `stack`)."""
-    from runners.stacked import plan_stacks
+    from runners.training.stacked import plan_stacks
 
     chunks: list[list[CellTask]] = []
     for unit in plan_stacks(todo, stack):

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runners.io import atomic_write_json, read_json
+from runners.store.atomic import atomic_write_json, read_json
 
 # Job states in which a task may still run (squeue/sacct names).
 LIVE_STATES = frozenset(
@@ -92,7 +92,7 @@ def slurm_states(store: str | os.PathLike[str], spec: Any) -> dict[str, str]:
 
     Args:
         store: the run store.
-        spec: a `runners.grid.Spec` or a spec name.
+        spec: a `runners.grids.spec.Spec` or a spec name.
 
     Returns:
         One entry per cell ever submitted (its latest submission); "UNKNOWN" when neither squeue

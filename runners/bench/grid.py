@@ -2,7 +2,7 @@
 
 The article's loop trains one cell after another, so its grid time is N·E epochs at the images/s
 measured in the same process (training only: the article evaluates nothing per epoch). Ours is
-the real thing, `runners.stacked.train_stacked` into a temporary store (evaluation, code
+the real thing, `runners.training.stacked.train_stacked` into a temporary store (evaluation, code
 statistics, probe, checkpoints and figures included), when its estimate fits the budget; else it
 is extrapolated from measured stacked steps plus one measured evaluation, and marked so.
 """
@@ -23,7 +23,7 @@ MEASURED_STEPS = 5
 
 def grid_configs(config: RunConfig, cells: int, epochs: int, stack: int) -> list[RunConfig]:
     """The bench grid: the four required estimators, then the next seed, and so on."""
-    from runners.bench import GRID_ESTIMATORS
+    from runners.bench.loops import GRID_ESTIMATORS
 
     return [
         config.replace(
@@ -47,8 +47,8 @@ def run_grid(
     log: Any,
 ) -> dict[str, Any]:
     """Time the grid; returns a JSON-ready dict (see `format_grid`)."""
-    from runners.data import batch_bounds
-    from runners.stacked import auto_stack, default_mode
+    from runners.training.data import batch_bounds
+    from runners.training.stacked import auto_stack, default_mode
 
     cells, epochs = grid
     k = max(1, min(stack or auto_stack(str(device), cells), cells))
@@ -86,11 +86,11 @@ def _measure(
     configs: list[RunConfig], data: Any, device: torch.device, mode: str
 ) -> tuple[float, float]:
     """(seconds per stacked step, seconds per evaluation of one member)."""
-    from runners.evaluate import evaluate
-    from runners.loop import RunLoop
-    from runners.metrics import code_stats
-    from runners.stacked_model import TrainingStack
-    from runners.tracking import NullTracker
+    from runners.speed.grouped import TrainingStack
+    from runners.tracking.wandb_tracker import NullTracker
+    from runners.training.evaluate import evaluate
+    from runners.training.loop import RunLoop
+    from runners.training.metrics import code_stats
 
     with tempfile.TemporaryDirectory(prefix="ste-bench-grid-") as tmp:
         members = [
@@ -123,8 +123,8 @@ def _path(tmp: str, config: RunConfig) -> Any:
 
 
 def _real_grid(configs: list[RunConfig], k: int) -> float:
-    from runners.stacked import train_stacked
-    from runners.train import train_run
+    from runners.training.run import train_run
+    from runners.training.stacked import train_stacked
 
     with tempfile.TemporaryDirectory(prefix="ste-bench-store-") as store:
         started = time.perf_counter()

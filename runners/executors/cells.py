@@ -17,10 +17,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from runners import store as run_store
 from runners.config import RunConfig
-from runners.io import atomic_write_json, read_jsonl
-from runners.tracking import NullTracker, Tracker, WandbOptions, display_name, make_tracker
+from runners.store import cells as run_store
+from runners.store.atomic import atomic_write_json, read_jsonl
+from runners.tracking.wandb_tracker import (
+    NullTracker,
+    Tracker,
+    WandbOptions,
+    display_name,
+    make_tracker,
+)
 
 # Set in pool workers by the executor: the device (one GPU per worker).
 _WORKER_DEVICE: str | None = None
@@ -57,7 +63,7 @@ def set_worker_resources(device: str | None, threads: int | None) -> None:
 
     The thread count is the process's, not a config value: a cell whose config leaves
     `num_threads` unset starts with it, but resumes with the count it started with (results on
-    the CPU depend on it; see `runners.train.keep_thread_count`).
+    the CPU depend on it; see `runners.training.run.keep_thread_count`).
     """
     global _WORKER_DEVICE
     _WORKER_DEVICE = device
@@ -103,7 +109,7 @@ def _execute(task: CellTask) -> dict[str, Any]:
 
 
 def _train(task: CellTask, config: RunConfig, folder: Path) -> dict[str, Any]:
-    from runners.train import train_run
+    from runners.training.run import train_run
 
     tracker = _tracker(task, config)
     started = time.perf_counter()

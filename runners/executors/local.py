@@ -1,8 +1,8 @@
 """Where cells run locally: in this process, one after another, or in a pool of processes.
 
-The unit of work is a stack of cells (`runners.stacked.plan_stacks`): with `stack=1` each unit is
-one cell and runs through `runners.work.execute_cell`, the same unit of work SLURM array tasks
-run; larger stacks run through `runners.stacked.execute_stack` (K cells trained together in one
+The unit of work is a stack of cells (`runners.training.stacked.plan_stacks`): with `stack=1` each unit is
+one cell and runs through `runners.executors.cells.execute_cell`, the same unit of work SLURM array tasks
+run; larger stacks run through `runners.training.stacked.execute_stack` (K cells trained together in one
 process, each with its own store entry and W&B run: a speed setting only). The pool
 uses "spawn" processes (no forked torch/CUDA state); with several GPUs each worker owns one
 device. A progress bar shows cells done / running / left, and one line per finished cell is
@@ -31,8 +31,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from runners.stacked import execute_stack, plan_stacks
-from runners.work import CellTask, set_worker_resources, summary_after_interrupt
+from runners.executors.cells import CellTask, set_worker_resources, summary_after_interrupt
+from runners.training.stacked import execute_stack, plan_stacks
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -117,7 +117,7 @@ def run_cells(
         total: cells in the whole grid, for the progress bar (default: len(tasks)).
         done_before: cells of the grid already final before this call.
         show_progress: draw the bar (None = only when stderr is a terminal).
-        stack: train up to this many compatible cells together (`runners.stacked`); 1 = one
+        stack: train up to this many compatible cells together (`runners.training.stacked`); 1 = one
             cell at a time.
         stack_mode: "grouped" or "looped" stacks (None: the device's default).
     """

@@ -2,14 +2,14 @@
 
 Single-run mode alternates rounds of (a) the faithful copy of the article's loop in
 benchmarks/article_loop.py (torchvision MNIST, per-image transforms, DataLoader, batch 64),
-(b) ours as `train_run` trains (`runners.train.build_model`/`build_optimizer`/`train_step` on
-device-resident uint8 data, with the fast path of `runners.fast`: point-layer matmuls, fused
+(b) ours as `train_run` trains (`runners.training.run.build_model`/`build_optimizer`/`train_step` on
+device-resident uint8 data, with the fast path of `runners.speed.layers`: point-layer matmuls, fused
 Adam) and (c) ours with plain nn layers and torch's default Adam, to show what the fast path
 adds. Each reports training images/s, the
 ratio to the article and the share of the device's fp32 ceiling, measured in the same run with
 a large matmul and converted at `flops_per_image()` FLOP per image (forward + backward).
 
-Grid mode times N cells x E epochs: ours (stacked, `runners.stacked`) against the article's loop
+Grid mode times N cells x E epochs: ours (stacked, `runners.training.stacked`) against the article's loop
 run once per cell. A grid that would take longer than the budget is extrapolated from measured
 steps, and the output says so.
 """
@@ -77,7 +77,7 @@ def flops_per_image(model: torch.nn.Module | None = None) -> float:
     """Training FLOP per image: 2 · MACs forward, times 3 for forward + backward (input and
     weight gradients). The article's model: 30.7M MACs, 0.184 GFLOP."""
     if model is None:
-        from runners.model import BinaryAutoencoder
+        from runners.training.model import BinaryAutoencoder
 
         model = BinaryAutoencoder()
     return 3 * 2 * conv_macs(model)
@@ -122,7 +122,7 @@ def _sync(device: torch.device) -> None:
 def article_module(path: str | os.PathLike[str] | None = None) -> tuple[ModuleType | None, str]:
     """Import benchmarks/article_loop.py from the source checkout; (module or None, where/why)."""
     if path is None:
-        path = Path(__file__).resolve().parent.parent / "benchmarks" / "article_loop.py"
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / "article_loop.py"
     path = Path(path)
     if not path.is_file():
         return None, (
@@ -142,13 +142,13 @@ def bench_data(data_root: str | None) -> Iterator[tuple[str, str]]:
     mnist-mini is written to a temporary folder as the four IDX files torchvision reads, so the
     article's loop reads it through its own unchanged `datasets.MNIST`.
     """
-    from runners.data import MNIST_FILES, resolve_data_root
+    from runners.training.data import MNIST_FILES, resolve_data_root
 
     root = resolve_data_root(data_root)
     if all((root / "MNIST" / "raw" / name).is_file() for name in MNIST_FILES):
         yield "mnist", str(root)
         return
-    from runners.data import load_arrays
+    from runners.training.data import load_arrays
 
     train, test = load_arrays("mnist-mini")
     with tempfile.TemporaryDirectory(prefix="ste-bench-") as tmp:
@@ -175,16 +175,16 @@ class OursLoop:
 
     Args:
         config: the run (dataset, device, precision...).
-        data: `runners.data.RunData` on the device.
-        plain: without the fast path of `runners.fast` (plain nn layers, torch's default Adam):
+        data: `runners.training.data.RunData` on the device.
+        plain: without the fast path of `runners.speed.layers` (plain nn layers, torch's default Adam):
             the reference row that shows what the fast path adds.
     """
 
     def __init__(
         self, config: RunConfig, data: Any, device: torch.device, plain: bool = False
     ) -> None:
-        from runners.data import batch_bounds
-        from runners.train import build_model, build_optimizer, derive_seed
+        from runners.training.data import batch_bounds
+        from runners.training.run import build_model, build_optimizer, derive_seed
 
         self.config, self.data, self.device = config, data, device
         self.model = build_model(config, device, fast=not plain)
@@ -196,9 +196,9 @@ class OursLoop:
 
     def steps(self, n: int) -> float:
         """Train n steps; the wall time in seconds (ends with a device sync)."""
-        from runners.data import epoch_permutation, get_batch
-        from runners.evaluate import autocast_context
-        from runners.train import _torch_settings, train_step
+        from runners.training.data import epoch_permutation, get_batch
+        from runners.training.evaluate import autocast_context
+        from runners.training.run import _torch_settings, train_step
 
         images = self.data.train.images
         autocast = lambda: autocast_context(self.config.precision, self.device)  # noqa: E731
@@ -241,8 +241,8 @@ def run_bench(
 
     `subsets` (train, test) shrinks the grid's cells (tests); the loops always see all images.
     """
-    from runners.data import prepare_data
-    from runners.train import resolve_device
+    from runners.training.data import prepare_data
+    from runners.training.run import resolve_device
 
     if steps < 1 or rounds < 1 or warmup < 0:
         raise UserError("--steps and --rounds must be >= 1")
@@ -273,7 +273,7 @@ def run_bench(
                            data_root=root if dataset == "mnist" else None)  # fmt: skip
         data = prepare_data(dataset, None, None, resolved, config.data_root)
         result.update(dataset=dataset, train_images=len(data.train))
-        from runners import fast
+        from runners.speed import layers as fast
 
         result["malloc_tuned_before"] = fast._MALLOC["tuned"] is True  # e.g. an earlier run here
         with fast.defer_malloc_tuning():  # first as the article's script runs: glibc defaults
@@ -292,7 +292,7 @@ def run_bench(
                 if name in loops
             }
             log(
-                f"tuned glibc malloc (runners.fast.tune_cpu_malloc); alternating {', '.join(tuned)}"
+                f"tuned glibc malloc (runners.speed.layers.tune_cpu_malloc); alternating {', '.join(tuned)}"
             )
             base = table.get("article", {}).get("images_per_s")
             second = _loop_table(_alternate(tuned, steps, rounds, 1), ceiling / gflop, base)
@@ -303,7 +303,7 @@ def run_bench(
             table.update(second)
         result["loops"] = table
         if grid is not None:
-            from runners.bench_grid import run_grid
+            from runners.bench.grid import run_grid
 
             cells = config.replace(train_subset=subsets[0], test_subset=subsets[1])
             if subsets != (None, None):
@@ -410,14 +410,14 @@ def format_report(result: dict[str, Any]) -> str:
     tuned = [row for name, row in result["loops"].items() if name.endswith("malloc tuned")]
     if tuned and "vs_article_same_malloc" in tuned[-1]:
         lines.append(
-            "  (malloc tuned: after runners.fast.tune_cpu_malloc(), run after the rows above; "
+            "  (malloc tuned: after runners.speed.layers.tune_cpu_malloc(), run after the rows above; "
             f"vs the article with the same malloc: {tuned[-1]['vs_article_same_malloc']:.2f}x)"
         )
     if result.get("malloc_tuned_before"):
         lines.append("  (malloc was already tuned in this process: every row ran tuned)")
     grid = result.get("grid")
     if grid:
-        from runners.bench_grid import format_grid
+        from runners.bench.grid import format_grid
 
         lines += ["", *format_grid(grid)]
     return "\n".join(lines)

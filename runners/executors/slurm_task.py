@@ -1,8 +1,8 @@
 """What runs inside one SLURM array task: a batch of cells, preemption, threads.
 
 `CellBatch` is the callable submitit pickles for each array task. It runs its cells with
-`runners.work.execute_cell` (the unit of work of every executor), one after another (or, with
-`stack=K`, in stacks of up to K cells through `runners.stacked.execute_stack`), with torch's
+`runners.executors.cells.execute_cell` (the unit of work of every executor), one after another (or, with
+`stack=K`, in stacks of up to K cells through `runners.training.stacked.execute_stack`), with torch's
 thread count taken from SLURM_CPUS_PER_TASK (without CPU binding a task would otherwise use every
 core of the node).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import submitit
 
-from runners.work import CellTask, set_worker_resources, summary_after_interrupt
+from runners.executors.cells import CellTask, set_worker_resources, summary_after_interrupt
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -45,7 +45,7 @@ class CellBatch(submitit.helpers.Checkpointable):
             import torch
 
             torch.set_num_threads(threads)
-        from runners.stacked import execute_stack, plan_stacks
+        from runners.training.stacked import execute_stack, plan_stacks
 
         summaries = []
         with _Preemption() as preemption:

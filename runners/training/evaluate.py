@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from runners.data import normalize
-from runners.io import atomic_write_bytes
+from runners.store.atomic import atomic_write_bytes
+from runners.training.data import normalize
 
 EVAL_BATCH = 1000  # fixed, so evaluation arithmetic does not depend on the dataset size
 FIGURE_IMAGES = 5  # the article's figure: five originals beside their reconstructions

@@ -9,14 +9,14 @@ k, from member k's own batch order. The loss is the SUM of the members' mean MSE
 gradient is exactly its unstacked gradient; Adam is elementwise, so one Adam over the stacked
 tensors is K Adams (same lr, betas, eps, bias correction: the step count is shared).
 
-Each member keeps everything else of an ordinary run (`runners.loop.RunLoop`): its folder,
+Each member keeps everything else of an ordinary run (`runners.training.loop.RunLoop`): its folder,
 lock, config.json, data and noise generators, per-step and per-epoch logs, evaluation, checkpoint
 (unstacked: a stacked cell resumes stacked or alone), figure, summary and tracker. Results equal
 the unstacked run's up to float rounding (grouped kernels sum in another order); see
 runners/fast.py on how such rounding differences grow in this chaotic training.
 
 This module: the grouped model, its (un)stacking, and `TrainingStack` (the members training
-together, grouped or looped). The training loop and the executors' side: `runners.stacked`.
+together, grouped or looped). The training loop and the executors' side: `runners.training.stacked`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from runners.errors import UserError
-from runners.fast import FastConv2d, FastConvTranspose2d
+from runners.speed.layers import FastConv2d, FastConvTranspose2d
 
 # Modules that act elementwise: the stacked model uses them as they are.
 _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.Sigmoid, nn.Identity, nn.Hardtanh)
@@ -117,9 +117,9 @@ class TrainingStack:
             self.steps = {id(m): m._step_function() for m in self.members}
 
     def _build_grouped(self) -> None:
-        from runners.fast import adam
-        from runners.fast_step import TrainStep, graph_capturable
-        from runners.train import build_optimizer
+        from runners.speed.layers import adam
+        from runners.speed.steps import TrainStep, graph_capturable
+        from runners.training.run import build_optimizer
 
         config, members = self.config, self.members
         self.model = StackedAutoencoder([m.model for m in members])
@@ -157,7 +157,7 @@ class TrainingStack:
     def train_step(self, index: torch.Tensor) -> tuple[list[Any], list[Any]]:
         """One step of every member on its images `index[k]`: (losses, gradient norms), lazy."""
         if self.mode == "looped":
-            from runners.data import get_batch
+            from runners.training.data import get_batch
 
             out = [
                 self.steps[id(member)](get_batch(self.images, index[k]))
@@ -192,9 +192,9 @@ def member_losses(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def stack_batch(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Member k's images `index[k]` (K, B) of uint8 `images` (N, 1, H, W) as (B, K, H, W) floats.
 
-    The normalisation is `runners.data.normalize`, the same arithmetic as one run's batches.
+    The normalisation is `runners.training.data.normalize`, the same arithmetic as one run's batches.
     """
-    from runners.data import normalize
+    from runners.training.data import normalize
 
     k, b = index.shape
     batch = images.index_select(0, index.reshape(-1))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from runners.config import RunConfig
 from runners.errors import UserError
-from runners.tracking import NullTracker, Tracker
+from runners.tracking.wandb_tracker import NullTracker, Tracker
 
 STREAMS = ("init", "data", "noise")
 INTERRUPT_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -72,13 +72,13 @@ def resolve_device(spec: str) -> torch.device:
 def build_model(config: RunConfig, device: torch.device, *, fast: bool = True) -> torch.nn.Module:
     """The config's autoencoder with weights from the "init" stream (built on the CPU, moved).
 
-    The model is made ready for fast training by `runners.fast.prepare_model`: on the CPU the
+    The model is made ready for fast training by `runners.speed.layers.prepare_model`: on the CPU the
     point layers run as matrix products (same weights, same formula, other rounding) and glibc
     malloc keeps freed memory; on CUDA channels_last. The weights drawn are the article's.
     `fast=False` gives the plain modules (the benchmark's reference row).
     """
-    from runners.fast import prepare_model
-    from runners.model import BinaryAutoencoder
+    from runners.speed.layers import prepare_model
+    from runners.training.model import BinaryAutoencoder
 
     # fork_rng: the global RNG is seeded for the construction only and restored afterwards.
     with torch.random.fork_rng(devices=[]):
@@ -97,10 +97,10 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam with the config's lr and betas (the article: 1e-3, (0.5, 0.999)).
 
-    The fused kernel where torch has one for the device (`runners.fast.adam`): the article's
+    The fused kernel where torch has one for the device (`runners.speed.layers.adam`): the article's
     formula in one pass over the parameters. `fast=False`: torch's default (foreach) Adam.
     """
-    from runners.fast import adam
+    from runners.speed.layers import adam
 
     betas = (config.beta1, config.beta2)
     if not fast:
@@ -133,7 +133,7 @@ def epoch_batches(
     images: torch.Tensor, order: torch.Tensor, bounds: list[tuple[int, int]], first: int = 0
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(batch number, normalised batch) for batches `first`.. of an epoch in `order` (on device)."""
-    from runners.data import get_batch
+    from runners.training.data import get_batch
 
     for number in range(first, len(bounds)):
         start, stop = bounds[number]
@@ -153,13 +153,13 @@ def train_run(
     Args:
         config: the run.
         store: the run store's root folder.
-        tracker: experiment tracker (`runners.tracking.Tracker`); its errors never stop training.
+        tracker: experiment tracker (`runners.tracking.wandb_tracker.Tracker`); its errors never stop training.
         progress: None = a tqdm bar on a terminal, log lines otherwise; True = always show;
             False = silent.
         raise_errors: re-raise an exception after recording the run as "failed" (default: return
             the "failed" summary, as executors need).
 
-    `config.stack` is a setting of the executors (`runners.stacked`); this function trains one
+    `config.stack` is a setting of the executors (`runners.training.stacked`); this function trains one
     run. `config.compile` runs its forward through torch.compile and `config.cuda_graph` captures
     the whole step in a CUDA graph (each with an eager fallback and a warning).
 
@@ -170,8 +170,8 @@ def train_run(
         UserError: bad device, missing data, or the cell is locked by another process; these are
             raised before anything is written.
     """
-    from runners import store as st
-    from runners.data import prepare_data
+    from runners.store import cells as st
+    from runners.training.data import prepare_data
 
     folder = st.run_dir(store, config.run_id)
     final = _final_summary(folder)
@@ -187,7 +187,7 @@ def train_run(
         final = _final_summary(folder)  # another process may have finished it meanwhile
         if final is not None:
             return final
-        from runners.loop import RunLoop
+        from runners.training.loop import RunLoop
 
         with _torch_settings(config, device), _StopOnSignal() as stop:
             loop = RunLoop(config, folder, device, data, _SafeTracker(tracker), progress, stop)
@@ -207,7 +207,7 @@ def exit_code(summary: dict[str, Any]) -> int:
 
 def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """Where the run executes (recorded in config.json; not part of the run's identity)."""
-    from runners.data import resolve_data_root
+    from runners.training.data import resolve_data_root
 
     info: dict[str, Any] = {
         "data_root": str(resolve_data_root(config.data_root))
@@ -216,7 +216,7 @@ def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        # build_model/build_optimizer: runners.fast point layers (CPU) and fused Adam.
+        # build_model/build_optimizer: runners.speed.layers point layers (CPU) and fused Adam.
         "fast_path": True,
         "platform": platform.platform(),
         "executable": sys.executable,
@@ -227,7 +227,7 @@ def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
 
 
 def _final_summary(folder: Path) -> dict[str, Any] | None:
-    from runners import store as st
+    from runners.store import cells as st
 
     if not folder.is_dir():
         return None

@@ -2,8 +2,8 @@
 
 `train_stacked(configs, store)` is `train_run` for K cells at once. It is purely a speed setting:
 each cell gets the store entry, checkpoint, logs and tracker calls that `train_run` would give
-it. Per-run bookkeeping is `runners.loop.RunLoop`'s, one per member; only the training steps
-are shared (`runners.stacked_model.TrainingStack`), in one of two modes:
+it. Per-run bookkeeping is `runners.training.loop.RunLoop`'s, one per member; only the training steps
+are shared (`runners.speed.grouped.TrainingStack`), in one of two modes:
 
 - "grouped" (the default on CUDA): one grouped model and one Adam for all K members; results
   equal the unstacked runs' up to float rounding (grouped kernels sum in another order, and this
@@ -12,7 +12,7 @@ are shared (`runners.stacked_model.TrainingStack`), in one of two modes:
   the members' own models and optimisers stepped in turn; bit-identical to unstacked runs.
 
 Executors: `plan_stacks(tasks, stack)` groups `CellTask`s that may share a stack and
-`execute_stack(tasks)` is the stacked twin of `runners.work.execute_cell`. `auto_stack(device,
+`execute_stack(tasks)` is the stacked twin of `runners.executors.cells.execute_cell`. `auto_stack(device,
 n)` is the stack size the runner uses when the user did not set one (1 on the CPU, where
 stacking gains little; up to 32 on a GPU, where one run cannot fill the device).
 """
@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from runners import store as st
 from runners.config import RunConfig
-from runners.stacked_model import NotStackableError, TrainingStack
-from runners.tracking import Tracker
+from runners.speed.grouped import NotStackableError, TrainingStack
+from runners.store import cells as st
+from runners.tracking.wandb_tracker import Tracker
 
 # Fields that may differ between the members of one stack; every other field must be equal.
 MEMBER_FIELDS = ("estimator", "seed", "stack")
@@ -75,7 +75,7 @@ def default_mode(device: torch.device) -> str:
 
 def auto_stack(device: str, cells: int) -> int:
     """Stack size when none is given: 1 on the CPU, up to GPU_MAX_STACK on CUDA."""
-    from runners.train import resolve_device
+    from runners.training.run import resolve_device
 
     try:
         resolved = resolve_device(device)
@@ -115,8 +115,8 @@ def train_stacked(
     Raises:
         NotStackableError, UserError (bad device, missing data, a cell locked elsewhere).
     """
-    from runners.data import prepare_data
-    from runners.train import (
+    from runners.training.data import prepare_data
+    from runners.training.run import (
         CellBusyError,
         _final_summary,
         _SafeTracker,
@@ -144,7 +144,7 @@ def train_stacked(
     data = prepare_data(
         first.dataset, first.train_subset, first.test_subset, device, first.data_root
     )
-    from runners.loop import RunLoop
+    from runners.training.loop import RunLoop
 
     with contextlib.ExitStack() as locks:
         for i in todo:
@@ -201,7 +201,7 @@ class _StackTrainer:
         error: BaseException | None = None
         try:
             # Members train together when they stand at the same position and, on the CPU, use
-            # the same thread count (results depend on it: `runners.train.keep_thread_count`).
+            # the same thread count (results depend on it: `runners.training.run.keep_thread_count`).
             by_position = defaultdict(list)
             for member in active:
                 key = (member.epoch, member.step_in_epoch, member.torch_threads)
@@ -353,14 +353,14 @@ def plan_stacks(tasks: Sequence[Any], stack: int) -> list[list[Any]]:
 
 
 def execute_stack(tasks: Sequence[Any], mode: str | None = None) -> list[dict[str, Any]]:
-    """The stacked `runners.work.execute_cell`: lock, skip final cells, train.
+    """The stacked `runners.executors.cells.execute_cell`: lock, skip final cells, train.
 
     Cells another process holds are left alone (status "running"), as `execute_cell` does.
     Never raises for a failing cell; a KeyboardInterrupt (a signal outside the training loop's
     own handling) finishes every member's tracker as interrupted and is re-raised. `mode`:
     "grouped" or "looped" (None: the device's default, `default_mode`).
     """
-    from runners import work
+    from runners.executors import cells as work
 
     tasks = list(tasks)
     if len(tasks) == 1:

@@ -36,7 +36,7 @@ _ONLINE_FAILED: list[str] = []  # run ids whose online start-up failed in this p
 
 
 class Tracker:
-    """Interface called by `runners.train.train_run`."""
+    """Interface called by `runners.training.run.train_run`."""
 
     def start(self, config: dict[str, Any], run_id: str, resumed: bool) -> None:
         """Called once before training (also when resuming from a checkpoint)."""

@@ -1,6 +1,6 @@
 """The epoch loop of one run: training, evaluation, checkpoints, logs and the summary.
 
-`RunLoop` is driven by `runners.train.train_run`, which has already validated the config, loaded
+`RunLoop` is driven by `runners.training.run.train_run`, which has already validated the config, loaded
 the data and taken the cell's lock. Everything that must survive an interruption lives in the
 checkpoint (`_checkpoint_payload`, CPU thread count included), so a resumed run ends
 bit-identical to an uninterrupted one.
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from runners import store as st
 from runners.config import RunConfig
-from runners.data import RunData, batch_bounds, epoch_permutation
-from runners.evaluate import (
+from runners.store import cells as st
+from runners.store.atomic import atomic_write_json, atomic_write_jsonl
+from runners.training.data import RunData, batch_bounds, epoch_permutation
+from runners.training.evaluate import (
     FIGURE_IMAGES,
     autocast_context,
     encode_all,
@@ -29,10 +30,9 @@ from runners.evaluate import (
     reconstruct,
     save_reconstruction_png,
 )
-from runners.io import atomic_write_json, atomic_write_jsonl
-from runners.metrics import code_stats, probe_accuracy, psnr
-from runners.progress import RunProgress
-from runners.train import (
+from runners.training.metrics import code_stats, probe_accuracy, psnr
+from runners.training.progress import RunProgress
+from runners.training.run import (
     build_model,
     build_optimizer,
     derive_seed,
@@ -237,7 +237,7 @@ class RunLoop:
 
     def _step_function(self) -> Any:
         """x -> (loss, pre-threshold gradient norm): `train_step`, or with `config.compile` /
-        `config.cuda_graph` the same step through `runners.fast_step.TrainStep` (torch.compile of
+        `config.cuda_graph` the same step through `runners.speed.steps.TrainStep` (torch.compile of
         the forward / CUDA-graph capture of the whole step, each falling back to eager with a
         warning). A graph freezes per-step Python state, so stochastic and annealed estimators
         train eagerly."""
@@ -248,7 +248,7 @@ class RunLoop:
 
         if not config.compile and not config.cuda_graph:
             return lambda x: train_step(model, optimizer, x, autocast)
-        from runners.fast_step import TrainStep, graph_capturable
+        from runners.speed.steps import TrainStep, graph_capturable
 
         graph = config.cuda_graph
         if graph and device.type == "cuda" and not graph_capturable([model.estimator]):
@@ -282,7 +282,7 @@ class RunLoop:
         """After an epoch's last step: evaluate, checkpoint, log; (status, error) if it must end.
 
         `started` is when the epoch began (moved back by its training time in earlier sessions).
-        Shared with stacked training (`runners.stacked`), whose members end epochs the same way.
+        Shared with stacked training (`runners.training.stacked`), whose members end epochs the same way.
         """
         record = self._end_epoch(epoch, started)
         if not math.isfinite(record["test_mse"]):

@@ -1,6 +1,6 @@
 """Progress of one run: a tqdm bar on a terminal, plain log lines on stderr otherwise, or nothing.
 
-Used by `runners.loop.RunLoop` (one per run, also per member of a stack): a line when training
+Used by `runners.training.loop.RunLoop` (one per run, also per member of a stack): a line when training
 starts, the bar's steps and loss, a line per finished epoch, and a closing line with the status.
 """
 
