@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 STORE  ?= ste-store
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv demo test test-slurm test-all lint format figures bench clean
+.PHONY: all venv demo test test-slow test-slurm lint format figures bench clean
 
 all: test
 
@@ -27,13 +27,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+## test-slow: the long tests (benchmark and GPU-check smoke tests, all engine golden cases); CI runs them
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
 ## test-slurm: the tests that need the local SLURM cluster (scripts/slurm-local.sh start)
 test-slurm: $(STAMP)
 	$(PY) -m pytest -q -m slurm
 
+## lint: ruff (lint and format) and the layer contracts (import-linter, pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ste_variants runners analysis tests scripts benchmarks
 	$(VENV)/bin/ruff format --check ste_variants runners analysis tests scripts benchmarks
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format ste_variants runners analysis tests scripts benchmarks
