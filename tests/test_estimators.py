@@ -67,6 +67,22 @@ def _reste(x, g, P, p, dt):
     return g * P["scale"] * torch.where(a <= t, s, 0.0)
 
 
+def _reinmax(x, g, P, p, dt):
+    y = (x > 0).double()  # eval mode: the threshold is the sample
+    s = (y + torch.sigmoid(x / P["tau"])) / 2
+    return g * (2 * s * (1 - s) - 0.5 * dsig(x))
+
+
+def _gapped(x, g, P, p, dt):
+    d = torch.where(x > 0, x.clamp_min(P["gap"]), x.clamp_max(-P["gap"]))
+    return g * dsig(d / P["tau"]) / P["tau"]
+
+
+def _hard_slope(x, g, P, p, dt):
+    a = lin(P["a_start"], P["a_end"], p)
+    return torch.where(x.abs() <= q(1 / a, dt), g * (a / 2), 0.0)
+
+
 def _swish(x, g, P, p, dt):
     b = P["beta"]
     z = b * x
@@ -77,7 +93,9 @@ def _swish(x, g, P, p, dt):
 REFERENCE = {
     "identity": lambda x, g, P, p, dt: g,
     "hardtanh": lambda x, g, P, p, dt: torch.nn.functional.hardtanh(g),
-    "saturated": lambda x, g, P, p, dt: torch.where(x.abs() <= q(P["clip"], dt), g, 0.0),
+    "saturated": lambda x, g, P, p, dt: torch.where(
+        x.abs() <= q(P["clip"], dt), g * P["scale"], 0.0
+    ),
     "sigmoid": lambda x, g, P, p, dt: g * P["beta"] * dsig(P["beta"] * x),
     "tanh": lambda x, g, P, p, dt: (
         g * P["scale"] * P["beta"] * (1 - torch.tanh(P["beta"] * x) ** 2)
@@ -95,16 +113,21 @@ REFERENCE = {
         * lin(P["beta_start"], P["beta_end"], p)
         * dsig(lin(P["beta_start"], P["beta_end"], p) * x)
     ),
+    "hard_slope_annealed": _hard_slope,
     "ede": _ede,
     "rbnn": _rbnn,
     "reste": _reste,
     "bernoulli": lambda x, g, P, p, dt: g if P["backward"] == "st" else g * dsig(x),
     "gumbel": lambda x, g, P, p, dt: g * dsig(x / P["tau"]) / P["tau"],
+    "binarynet_stochastic": lambda x, g, P, p, dt: torch.where(x.abs() <= 1, g * P["scale"], 0.0),
+    "reinmax": _reinmax,
+    "gapped_st": _gapped,
+    "gumbel_rao": lambda x, g, P, p, dt: g * dsig(x / P["tau"]) / P["tau"],
 }
 
 # Non-default settings to test too (name -> specs).
 EXTRA_SPECS = {
-    "saturated": ["saturated(clip=0.5)", "saturated(clip=2)"],
+    "saturated": ["saturated(clip=0.5)", "saturated(clip=2)", "saturated(scale=0.5)"],
     "sigmoid": ["sigmoid(beta=4)", "sigmoid(beta=25)"],
     "tanh": ["tanh(beta=3, scale=1)"],
     "approx_sign": ["approx_sign(scale=1)"],
@@ -115,6 +138,11 @@ EXTRA_SPECS = {
     "reste": ["reste(interval=0.25, threshold=1)"],
     "bernoulli": ["bernoulli(backward=sigmoid)"],
     "gumbel": ["gumbel(tau=0.5)", "gumbel(tau=2)"],
+    "hard_slope_annealed": ["hard_slope_annealed(a_end=10)", "hard_slope_annealed(a_start=2)"],
+    "binarynet_stochastic": ["binarynet_stochastic(scale=1)"],
+    "reinmax": ["reinmax(tau=2)", "reinmax(tau=30)"],
+    "gapped_st": ["gapped_st(gap=0.5, tau=0.5)", "gapped_st(gap=0)", "gapped_st(gap=3, tau=2)"],
+    "gumbel_rao": ["gumbel_rao(tau=0.5, samples=3)"],
 }
 ALL_SPECS = NAMES + [s for n in NAMES for s in EXTRA_SPECS.get(n, [])]
 PROGRESS = [0.0, 0.3, 1.0]
@@ -142,9 +170,11 @@ def test_every_estimator_has_a_reference():
     assert not missing, f"add the backward formula of {missing} to REFERENCE in this file"
 
 
-def test_at_least_twelve_with_the_required_four():
-    assert len(NAMES) >= 12
+def test_at_least_twenty_two_with_the_required_four():
+    assert len(NAMES) >= 22
     assert {"identity", "hardtanh", "saturated", "sigmoid"} <= set(NAMES)
+    new = {"reinmax", "hard_slope_annealed", "binarynet_stochastic", "gapped_st", "gumbel_rao"}
+    assert new <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -256,6 +286,25 @@ def test_area_metadata_matches_integral(name):
     assert info["area"] == (None if fresh.area() is None else pytest.approx(fresh.area()))
 
 
+def _grid_peak(est):
+    """max surrogate over a dense grid, with 0 and ±1e-9 (one-sided boxes) included."""
+    dense = torch.linspace(-50, 50, 2_000_001, dtype=torch.float64)
+    x = torch.cat([dense, torch.tensor([0.0, 1e-9, -1e-9], dtype=torch.float64)])
+    return est.surrogate(x).max().item()
+
+
+@pytest.mark.parametrize(("spec", "progress"), CASES)
+def test_peak_metadata_matches_the_surrogate(spec, progress):
+    est = get_estimator(spec)
+    est.set_progress(progress)
+    assert est.peak() == pytest.approx(_grid_peak(est), rel=1e-4), (spec, progress)
+    info = describe(spec)
+    start = get_estimator(spec)
+    assert info["peak"] == pytest.approx(start.peak())
+    start.set_progress(1.0)
+    assert info["peak_end"] == pytest.approx(start.peak())
+
+
 @pytest.mark.parametrize("name", ANNEALED)
 def test_annealed_surrogate_follows_progress_and_is_frozen_at_forward(name):
     est = get_estimator(name)
@@ -289,7 +338,14 @@ def test_progress_out_of_range(bad):
 
 
 # P(forward = 1 | x) in training mode.
-EXPECTED_PROB = {"bernoulli": torch.sigmoid, "gumbel": torch.sigmoid}
+EXPECTED_PROB = {
+    "bernoulli": torch.sigmoid,
+    "gumbel": torch.sigmoid,
+    "binarynet_stochastic": lambda x: ((x + 1) / 2).clamp(0, 1),
+    "reinmax": torch.sigmoid,
+    "gapped_st": torch.sigmoid,
+    "gumbel_rao": torch.sigmoid,
+}
 
 
 def test_every_stochastic_estimator_has_an_expectation():
