@@ -64,8 +64,10 @@ def swish_sign_grad(x: torch.Tensor, beta: float) -> torch.Tensor:
     Written as 2β(2 − z·tanh(z/2))·σ'(z) with z = βx, since 1 + cosh(z) = 1 / (2σ'(z)).
     """
     z = _finite(beta * x)
-    # The product with σ'(z) first: 2β·(2 − z·tanh(z/2)) alone overflows float16 for large z.
-    return (2.0 * beta) * ((2.0 - z * torch.tanh(z / 2.0)) * sigmoid_prime(z))
+    bracket = 2.0 - z * torch.tanh(z / 2.0)
+    if z.dtype == torch.float16:  # 2β·bracket overflows float16 (max 65504): σ'(z) first
+        return (2.0 * beta) * (bracket * sigmoid_prime(z))
+    return 2.0 * beta * bracket * sigmoid_prime(z)
 
 
 def ede_grad(x: torch.Tensor, t: float, k: float) -> torch.Tensor:

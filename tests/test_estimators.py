@@ -438,3 +438,24 @@ def test_describe_is_complete_and_json_ready(name):
             assert p["high"] is None or p["default"] <= p["high"]
         else:
             assert p["default"] in p["choices"]
+
+
+def test_reste_starts_as_a_halved_box_not_the_plain_saturated():
+    x = torch.linspace(-3, 3, 6001, dtype=torch.float64)
+    reste = get_estimator("reste").surrogate(x)
+    torch.testing.assert_close(reste, get_estimator("saturated(clip=1.5, scale=0.5)").surrogate(x))
+    assert not torch.equal(reste, get_estimator("saturated").surrogate(x))
+    doc = describe("reste")["doc"]
+    assert "0.5·1{|x| ≤ 1.5}" in doc and "o = 1 is the saturated STE" not in doc
+
+
+def test_hard_slope_annealed_is_chungs_hard_sigmoid_slope():
+    # d/dx of max(0, min(1, (a·x + 1)/2)) by autograd, a = 1 at the start and 5 at the end.
+    x = torch.linspace(-2, 2, 4001, dtype=torch.float64)
+    est = get_estimator("hard_slope_annealed")
+    for progress, a in ((0.0, 1.0), (1.0, 5.0)):
+        est.set_progress(progress)
+        xr = x.clone().requires_grad_(True)
+        (want,) = torch.autograd.grad(((a * xr + 1) / 2).clamp(0, 1).sum(), xr)
+        inside = (a * x).abs() != 1  # autograd's clamp picks a side at the kinks
+        torch.testing.assert_close(est.surrogate(x)[inside], want[inside])
