@@ -1,5 +1,5 @@
-"""The estimators with a sampled forward, checked in training mode against their papers'
-algorithms written out for two classes (logits (x, 0)) with torch's autograd.
+"""The estimators with a sampled forward: right in expectation, seeded, and checked in training
+mode against their papers' algorithms written out for two classes (logits (x, 0)) with autograd.
 
 The noise is the documented protocol: float64 uniforms from the given generator, open at 0;
 row 0 draws y = 1{u < P(y = 1 | x)}, and gumbel_rao's rows 1..K its conditional noise.
@@ -10,9 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ste_variants import get_estimator
+from ste_variants import describe, get_estimator, list_estimators
 
 SEED = 9
+STOCHASTIC = [n for n in list_estimators() if describe(n)["stochastic"]]
+
+
+def dsig(z):
+    return torch.sigmoid(z) * torch.sigmoid(-z)
 
 
 def uniforms(*shape: int, seed: int = SEED) -> torch.Tensor:
@@ -119,3 +124,69 @@ def test_binarynet_stochastic_samples_the_hard_sigmoid():
     assert torch.equal(y, (uniforms(len(x)) < p).double())
     assert torch.equal(dx, torch.where(x.abs() <= 1, 0.5, 0.0).double())
     assert set(y[x >= 1].tolist()) == {1.0} and set(y[x <= -1].tolist()) == {0.0}
+
+
+# P(forward = 1 | x) in training mode.
+EXPECTED_PROB = {
+    "bernoulli": torch.sigmoid,
+    "gumbel": torch.sigmoid,
+    "binarynet_stochastic": lambda x: ((x + 1) / 2).clamp(0, 1),
+    "reinmax": torch.sigmoid,
+    "gapped_st": torch.sigmoid,
+    "gumbel_rao": torch.sigmoid,
+}
+
+
+def test_every_stochastic_estimator_has_an_expectation():
+    assert set(STOCHASTIC) <= set(EXPECTED_PROB)
+    assert {"bernoulli", "gumbel"} <= set(STOCHASTIC)
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_right_in_expectation(name):
+    est = get_estimator(name)
+    levels = torch.tensor([-3.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
+    n = 20_000
+    x = levels.repeat(n, 1)
+    y = est(x, training=True, generator=torch.Generator().manual_seed(7))
+    mean = y.mean(0)
+    p = EXPECTED_PROB[name](levels)
+    bound = 5 * torch.sqrt(p * (1 - p) / n)  # 5 sigma
+    assert ((mean - p).abs() <= bound).all(), (mean, p)
+    # eval mode thresholds deterministically
+    assert torch.equal(est(x, training=False), (x > 0).float())
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_seeded(name):
+    est = get_estimator(name)
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    a = est(x, generator=torch.Generator().manual_seed(11))
+    b = est(x, generator=torch.Generator().manual_seed(11))
+    c = est(x, generator=torch.Generator().manual_seed(12))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # Same seed gives the same sample whatever the input dtype.
+    d = est(x.double(), generator=torch.Generator().manual_seed(11))
+    assert torch.equal(a.double(), d)
+    # None uses torch's global RNG.
+    torch.manual_seed(5)
+    e = est(x)
+    torch.manual_seed(5)
+    assert torch.equal(e, est(x))
+
+
+def test_gumbel_backward_uses_the_forward_noise():
+    est = get_estimator("gumbel(tau=0.5)")
+    x = torch.randn(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    xr = x.clone().requires_grad_(True)
+    y = est(xr, training=True, generator=torch.Generator().manual_seed(9))
+    (dx,) = torch.autograd.grad(y, xr, torch.ones_like(x))
+    # The noise is Logistic(0, 1) from float64 uniforms of the generator (documented protocol).
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    u = u.clamp_min(torch.finfo(torch.float64).tiny)
+    noise = torch.log(u) - torch.log1p(-u)
+    assert torch.equal(y, (x + noise > 0).double())
+    torch.testing.assert_close(dx, dsig((x + noise) / 0.5) / 0.5)
+    # ... which differs from the noise-free surrogate
+    assert not torch.allclose(dx, est.surrogate(x))

@@ -1,7 +1,8 @@
 """Every registered estimator: exact forward, backward against an independent formula table,
 area, stochastic behaviour, progress, and use inside a module.
 
-The tests iterate over the registry, so a newly registered estimator is tested at once, and
+The tests iterate over the registry, so a newly registered estimator is tested at once (the
+sampled ones also in test_estimator_stochastic.py), and
 ``test_every_estimator_has_a_reference`` fails until its formula is added to ``REFERENCE``.
 The formulas below are written from the papers (see docs/estimators.md), independently of
 ``ste_variants.functional``, in float64.
@@ -19,7 +20,6 @@ from torch import nn
 from ste_variants import Binarize, describe, get_estimator, list_estimators
 
 NAMES = list_estimators()
-STOCHASTIC = [n for n in NAMES if describe(n)["stochastic"]]
 ANNEALED = [n for n in NAMES if describe(n)["annealed"]]
 FLOATS = [torch.float32, torch.float64]
 
@@ -335,72 +335,6 @@ def test_progress_does_not_change_other_estimators(name):
 def test_progress_out_of_range(bad):
     with pytest.raises(ValueError, match="progress"):
         get_estimator("ede").set_progress(bad)
-
-
-# P(forward = 1 | x) in training mode.
-EXPECTED_PROB = {
-    "bernoulli": torch.sigmoid,
-    "gumbel": torch.sigmoid,
-    "binarynet_stochastic": lambda x: ((x + 1) / 2).clamp(0, 1),
-    "reinmax": torch.sigmoid,
-    "gapped_st": torch.sigmoid,
-    "gumbel_rao": torch.sigmoid,
-}
-
-
-def test_every_stochastic_estimator_has_an_expectation():
-    assert set(STOCHASTIC) <= set(EXPECTED_PROB)
-    assert {"bernoulli", "gumbel"} <= set(STOCHASTIC)
-
-
-@pytest.mark.parametrize("name", STOCHASTIC)
-def test_stochastic_right_in_expectation(name):
-    est = get_estimator(name)
-    levels = torch.tensor([-3.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
-    n = 20_000
-    x = levels.repeat(n, 1)
-    y = est(x, training=True, generator=torch.Generator().manual_seed(7))
-    mean = y.mean(0)
-    p = EXPECTED_PROB[name](levels)
-    bound = 5 * torch.sqrt(p * (1 - p) / n)  # 5 sigma
-    assert ((mean - p).abs() <= bound).all(), (mean, p)
-    # eval mode thresholds deterministically
-    assert torch.equal(est(x, training=False), (x > 0).float())
-
-
-@pytest.mark.parametrize("name", STOCHASTIC)
-def test_stochastic_seeded(name):
-    est = get_estimator(name)
-    x = torch.randn(4096, generator=torch.Generator().manual_seed(0))
-    a = est(x, generator=torch.Generator().manual_seed(11))
-    b = est(x, generator=torch.Generator().manual_seed(11))
-    c = est(x, generator=torch.Generator().manual_seed(12))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-    # Same seed gives the same sample whatever the input dtype.
-    d = est(x.double(), generator=torch.Generator().manual_seed(11))
-    assert torch.equal(a.double(), d)
-    # None uses torch's global RNG.
-    torch.manual_seed(5)
-    e = est(x)
-    torch.manual_seed(5)
-    assert torch.equal(e, est(x))
-
-
-def test_gumbel_backward_uses_the_forward_noise():
-    est = get_estimator("gumbel(tau=0.5)")
-    x = torch.randn(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    xr = x.clone().requires_grad_(True)
-    y = est(xr, training=True, generator=torch.Generator().manual_seed(9))
-    (dx,) = torch.autograd.grad(y, xr, torch.ones_like(x))
-    # The noise is Logistic(0, 1) from float64 uniforms of the generator (documented protocol).
-    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    u = u.clamp_min(torch.finfo(torch.float64).tiny)
-    noise = torch.log(u) - torch.log1p(-u)
-    assert torch.equal(y, (x + noise > 0).double())
-    torch.testing.assert_close(dx, dsig((x + noise) / 0.5) / 0.5)
-    # ... which differs from the noise-free surrogate
-    assert not torch.allclose(dx, est.surrogate(x))
 
 
 @pytest.mark.parametrize("name", NAMES)
