@@ -8,8 +8,8 @@ See ``list_estimators()``, ``describe(name)`` and docs/estimators.md.
 """
 
 # Importing the estimator modules registers the built-ins; listing order is import order
-# (deterministic first: annealed imports it).
-from ste_variants import annealed, deterministic, spiking, stochastic  # noqa: F401
+# (deterministic first: annealed imports it; categorical imports stochastic).
+from ste_variants import annealed, categorical, deterministic, spiking, stochastic  # noqa: F401
 from ste_variants.base import Estimator, Param
 from ste_variants.module import Binarize
 from ste_variants.registry import (

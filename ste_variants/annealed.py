@@ -13,7 +13,7 @@ import torch
 
 from ste_variants import functional as F
 from ste_variants.base import Estimator, Param
-from ste_variants.deterministic import SCALE
+from ste_variants.deterministic import MAX_SLOPE, SCALE
 from ste_variants.registry import register_estimator
 from ste_variants.spec import EstimatorSpecError
 
@@ -40,14 +40,22 @@ def _increasing(est: Estimator, low: str, high: str) -> None:
         )
 
 
+_CHUNG = (
+    "J. Chung, S. Ahn, Y. Bengio. Hierarchical Multiscale Recurrent Neural Networks. "
+    "ICLR 2017; arXiv:1609.01704 (slope annealing trick)"
+)
+
+
 @register_estimator
 class SlopeAnnealed(Estimator):
-    """Slope-annealed sigmoid: the sigmoid surrogate with a slope raised during training.
+    """Slope-annealed logistic sigmoid: the sigmoid-adjusted STE with a slope raised in training.
 
     Forward: 1{x > 0}. Backward: g · β(p)·σ(β(p)x)(1 − σ(β(p)x)),
-    β(p) = beta_start + (beta_end − beta_start)·p (Chung et al.: β = min(5, 1 + 0.04·epoch)).
-    Reference: Chung, Ahn, Bengio, "Hierarchical Multiscale Recurrent Neural Networks",
-    ICLR 2017, arXiv:1609.01704.
+    β(p) = beta_start + (beta_end − beta_start)·p.
+    Reference: the logistic surrogate of Bengio, Léonard, Courville 2013, arXiv:1308.3432, with
+    the slope-annealing schedule of Chung, Ahn, Bengio, ICLR 2017, arXiv:1609.01704. Chung et
+    al. anneal the slope of the hard sigmoid, not of σ: their estimator is
+    ``hard_slope_annealed``; this one is the logistic variant used in later work.
     """
 
     name = "slope_annealed"
@@ -56,15 +64,16 @@ class SlopeAnnealed(Estimator):
     )
     backward_short = "g · β·σ'(βx), β: beta_start → beta_end (linear in p)"
     paper = (
-        "J. Chung, S. Ahn, Y. Bengio. Hierarchical Multiscale Recurrent Neural Networks. "
-        "ICLR 2017; arXiv:1609.01704 (slope annealing trick)"
+        "Y. Bengio, N. Léonard, A. Courville. Estimating or Propagating Gradients Through "
+        "Stochastic Neurons for Conditional Computation. arXiv:1308.3432, 2013 (the logistic "
+        "surrogate); schedule after " + _CHUNG
     )
-    arxiv = "1609.01704"
-    cite = "Chung et al. 2017"
+    arxiv = "1308.3432"
+    cite = "Bengio et al. 2013's σ, Chung et al. 2017's annealing"
     annealed = True
     hyperparams = (
-        Param("beta_start", 1.0, "slope at progress 0", low=0.0, low_open=True),
-        Param("beta_end", 5.0, "slope at progress 1", low=0.0, low_open=True),
+        Param("beta_start", 1.0, "slope at progress 0", low=0.0, high=MAX_SLOPE, low_open=True),
+        Param("beta_end", 5.0, "slope at progress 1", low=0.0, high=MAX_SLOPE, low_open=True),
     )
     area_note = "1 at every progress"
 
@@ -82,6 +91,57 @@ class SlopeAnnealed(Estimator):
 
     def area(self) -> float:
         return 1.0
+
+    def peak(self) -> float:
+        return self.coefficients()["beta"] / 4.0
+
+
+@register_estimator
+class HardSlopeAnnealed(Estimator):
+    """Chung et al.'s slope annealing: the hard sigmoid's derivative, its slope raised in training.
+
+    Forward: 1{x > 0}. Backward: g · (a(p)/2)·1{|x| ≤ 1/a(p)} (boundary inclusive), the
+    derivative of the hard sigmoid max(0, min(1, (a·x + 1)/2)),
+    a(p) = a_start + (a_end − a_start)·p. The paper raises a by 0.04 per epoch from 1 and caps
+    it at 5 (a = min(5, 1 + 0.04·epoch)); here a follows the fraction of training done.
+    Reference: Chung, Ahn, Bengio, "Hierarchical Multiscale Recurrent Neural Networks",
+    ICLR 2017, arXiv:1609.01704 (section 3.3, the slope annealing trick).
+    """
+
+    name = "hard_slope_annealed"
+    backward_text = (
+        "g · (a(p)/2)·1{|x| ≤ 1/a(p)},  a(p) = a_start + (a_end − a_start)·p  (boundary inclusive)"
+    )
+    backward_short = "g · (a/2)·1{|a·x| ≤ 1}, a: a_start → a_end (linear in p)"
+    paper = _CHUNG
+    arxiv = "1609.01704"
+    cite = "Chung et al. 2017"
+    annealed = True
+    hyperparams = (
+        Param("a_start", 1.0, "slope of the hard sigmoid at progress 0", low=0.01, high=MAX_SLOPE),
+        Param("a_end", 5.0, "slope of the hard sigmoid at progress 1", low=0.01, high=MAX_SLOPE),
+    )
+    area_note = "1 at every progress (height a/2 on a band of width 2/a)"
+
+    def validate(self) -> None:
+        _increasing(self, "a_start", "a_end")
+
+    def coefficients(self) -> dict[str, Any]:
+        p = self._params
+        return {"a": linear(p["a_start"], p["a_end"], self.progress)}
+
+    def backward_rule(self, g: torch.Tensor, x: torch.Tensor, noise: Any, a: float) -> torch.Tensor:
+        return g * F.hard_sigmoid_grad(x, a)
+
+    def area(self) -> float:
+        return 1.0
+
+    def peak(self) -> float:
+        return self.coefficients()["a"] / 2.0
+
+
+# k = 1/t below t = 1: a floor on t bounds the area 2k (and k·t stays finite).
+T_LOW = 0.001
 
 
 class _LogScheduleKT(Estimator):
@@ -102,6 +162,12 @@ class _LogScheduleKT(Estimator):
     def area(self) -> float:
         c = self.coefficients()
         return 2.0 * c["scale"] * c["k"]
+
+    def peak(self) -> float:
+        c = self.coefficients()
+        return c["scale"] * c["k"] * c["t"] * self._peak_factor
+
+    _peak_factor = 1.0  # the surrogate's value at 0 over k·t
 
 
 @register_estimator
@@ -126,8 +192,8 @@ class Ede(_LogScheduleKT):
     cite = "Qin et al. 2020 (IR-Net)"
     annealed = True
     hyperparams = (
-        Param("t_min", 0.1, "t at progress 0", low=0.0, low_open=True),
-        Param("t_max", 10.0, "t at progress 1", low=0.0, low_open=True),
+        Param("t_min", 0.1, "t at progress 0", low=T_LOW, high=MAX_SLOPE),
+        Param("t_max", 10.0, "t at progress 1", low=T_LOW, high=MAX_SLOPE),
         SCALE,
     )
     area_note = "scale·2k: 2·scale/t while t < 1 (10 at p = 0 by default), 2·scale once t ≥ 1"
@@ -161,11 +227,12 @@ class Rbnn(_LogScheduleKT):
     cite = "Lin et al. 2020 (RBNN)"
     annealed = True
     hyperparams = (
-        Param("t_min", 0.01, "t at progress 0", low=0.0, low_open=True),
-        Param("t_max", 10.0, "t at progress 1", low=0.0, low_open=True),
+        Param("t_min", 0.01, "t at progress 0", low=T_LOW, high=MAX_SLOPE),
+        Param("t_max", 10.0, "t at progress 1", low=T_LOW, high=MAX_SLOPE),
         SCALE,
     )
     area_note = "scale·2k: 2·scale/t while t < 1, 2·scale once t ≥ 1"
+    _peak_factor = math.sqrt(2.0)
 
     def backward_rule(
         self, g: torch.Tensor, x: torch.Tensor, noise: Any, t: float, k: float, scale: float
@@ -179,8 +246,10 @@ class Reste(Estimator):
 
     Forward: 1{x > 0}. Backward: g · scale · s(x) · 1{|x| ≤ threshold} with
     s(x) = (1/o)|x|^{(1−o)/o} for |x| > interval and the chord slope interval^{1/o}/interval for
-    |x| ≤ interval; o(p) = o_start + (o_end − o_start)·(1 − cos(πp/2)) (o = 1 is the
-    saturated STE), as in the authors' code (github.com/DravenALG/ReSTE).
+    |x| ≤ interval; o(p) = o_start + (o_end − o_start)·(1 − cos(πp/2)), as in the authors' code
+    (github.com/DravenALG/ReSTE). At o = 1 the surrogate is flat: s = 1 on |x| ≤ threshold, so
+    with the defaults the backward at p = 0 is 0.5·1{|x| ≤ 1.5}, i.e.
+    ``saturated(clip=1.5, scale=0.5)``, not the plain ``saturated``.
     Reference: Wu, Zheng, Liu, Zheng, "Estimator Meets Equilibrium Perspective: A Rectified
     Straight Through Estimator for Binary Neural Networks Training", ICCV 2023, arXiv:2308.06689.
     """
@@ -203,10 +272,17 @@ class Reste(Estimator):
     cite = "Wu et al. 2023 (ReSTE)"
     annealed = True
     hyperparams = (
-        Param("threshold", 1.5, "gradient is 0 beyond |x| > threshold", low=0.0, low_open=True),
-        Param("o_start", 1.0, "power o at progress 0 (1 = saturated STE)", low=1.0, high=100.0),
+        Param("threshold", 1.5, "gradient is 0 beyond |x| > threshold", low=0.01, high=100.0),
+        Param(
+            "o_start",
+            1.0,
+            "power o at progress 0 (1: flat on |x| ≤ threshold)",
+            low=1.0,
+            high=100.0,
+        ),
         Param("o_end", 3.0, "power o at progress 1", low=1.0, high=100.0),
-        Param("interval", 0.1, "half-width of the chord near 0", low=0.0, high=1.0, low_open=True),
+        # The chord slope interval^(1/o)/interval grows as interval shrinks: 933 at 0.001, o = 100.
+        Param("interval", 0.1, "half-width of the chord near 0", low=0.001, high=1.0),
         SCALE,
     )
     area_note = "scale·2·threshold^(1/o) (sign-native 2·t^(1/o)); 1.5 at p = 0 by default"
@@ -243,3 +319,7 @@ class Reste(Estimator):
     def area(self) -> float:
         c = self.coefficients()
         return 2.0 * c["scale"] * math.pow(c["threshold"], 1.0 / c["power"])
+
+    def peak(self) -> float:
+        c = self.coefficients()  # the chord slope: the power function's slope only falls beyond
+        return c["scale"] * math.pow(c["interval"], 1.0 / c["power"]) / c["interval"]

@@ -21,6 +21,7 @@ from ste_variants.spec import (
     EstimatorSpecError,
     format_spec,
     format_value,
+    shown,
     unknown_param_message,
 )
 
@@ -36,7 +37,8 @@ class Param:
         default: Default value.
         doc: One line on what it does.
         kind: ``"float"``, ``"int"`` or ``"str"``.
-        low, high: Range bounds (None = unbounded); numbers only.
+        low, high: Range bounds, numbers only. Registration requires both, finite, and chosen
+            so that the backward is finite for every finite x in every float dtype.
         low_open, high_open: Whether the bound itself is excluded.
         choices: Allowed values for ``"str"``.
     """
@@ -66,13 +68,13 @@ class Param:
         where = f"{estimator}: hyperparameter {self.name!r}"
         if self.kind == "str":
             if not isinstance(value, str):
-                raise EstimatorSpecError(f"{where} must be a string, got {value!r}")
+                raise EstimatorSpecError(f"{where} must be a string, got {shown(value)}")
             if self.choices and value not in self.choices:
-                raise EstimatorSpecError(f"{where} must be {self.range_text()}, got {value!r}")
+                raise EstimatorSpecError(f"{where} must be {self.range_text()}, got {shown(value)}")
             return value
         # numbers.Real also admits numpy scalars (e.g. from a pandas grid); bool is no number here.
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise EstimatorSpecError(f"{where} must be a number, got {value!r}")
+            raise EstimatorSpecError(f"{where} must be a number, got {shown(value)}")
         try:
             as_float = float(value)
         except OverflowError:
@@ -81,7 +83,7 @@ class Param:
             raise EstimatorSpecError(f"{where} must be finite, got {format_value(as_float)}")
         if self.kind == "int":
             if not as_float.is_integer():
-                raise EstimatorSpecError(f"{where} must be an integer, got {value!r}")
+                raise EstimatorSpecError(f"{where} must be an integer, got {shown(value)}")
             number: float = int(value)
         else:
             number = as_float
@@ -110,6 +112,10 @@ class Param:
             "range": self.range_text(),
             "doc": self.doc,
         }
+
+
+# |x| from 1e-6 to 1e6, log-spaced, for the base class's numeric peak.
+_PEAK_GRID = torch.logspace(-6, 6, 24_001, dtype=torch.float64)
 
 
 class _Step(torch.autograd.Function):
@@ -224,6 +230,14 @@ class Estimator:
     def area(self) -> float | None:
         """∫ surrogate(x) dx over the real line now; None when infinite."""
         return None
+
+    def peak(self) -> float:
+        """max over x of surrogate(x) now (noise-free); the base class searches a grid.
+
+        Built-ins give it in closed form; a test checks each against a dense grid.
+        """
+        x = torch.cat([torch.zeros(1, dtype=torch.float64), _PEAK_GRID, -_PEAK_GRID])
+        return float(self.surrogate(x).max())
 
     # --- use ------------------------------------------------------------------------------
     def __call__(

@@ -1,9 +1,10 @@
 """Deterministic estimators: forward 1{x > 0}, a fixed surrogate gradient in the backward.
 
-Sign-native surrogates (tanh, approx_sign, swish_sign) are written in the literature for a ±1
-sign step (area 2). On this package's 0/1 step they are multiplied by ``scale`` = 0.5 by
-default, which gives area 1 like a 0/1 step; ``scale=1`` gives the papers' sign-native
-magnitude (larq's choice).
+Sign-native surrogates (saturated, tanh, approx_sign, swish_sign) are written in the literature
+for a ±1 sign step (area 2). Each carries ``scale``. The rule: ``scale`` defaults to 0.5, which
+is the chain rule for y = (sign + 1)/2 and gives area 1 like any surrogate of the 0/1 step;
+``scale=1`` keeps the papers' sign-native magnitude (larq's choice). The one exception is
+``saturated``, whose default stays 1 (see its docstring).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ SCALE = Param(
     high=10.0,
     low_open=True,
 )
+# Slopes and sharpnesses stop at 1000: the peak (at most 10·1000 with scale) stays finite in
+# float16, whose largest number is 65504.
+MAX_SLOPE = 1000.0
 _SCALE_NOTE = "sign-native surrogate of area 2, times scale (default 0.5 → area 1)"
 
 
@@ -50,6 +54,9 @@ class Identity(Estimator):
     def backward_rule(self, g: torch.Tensor, x: torch.Tensor, noise: Any) -> torch.Tensor:
         return g.clone()
 
+    def peak(self) -> float:
+        return 1.0
+
 
 @register_estimator
 class Hardtanh(Estimator):
@@ -72,17 +79,26 @@ class Hardtanh(Estimator):
     def backward_rule(self, g: torch.Tensor, x: torch.Tensor, noise: Any) -> torch.Tensor:
         return F.hardtanh_grad(g)
 
+    def peak(self) -> float:
+        return 1.0
+
 
 @register_estimator
 class Saturated(Estimator):
     """Saturated (clipped) STE of BinaryNet: the gradient is cancelled where |x| > clip.
 
-    Forward: 1{x > 0}. Backward: g · 1{|x| ≤ clip}, boundary inclusive (as larq's SteSign).
-    Reference: Courbariaux, Hubara, Soudry, El-Yaniv, Bengio 2016, arXiv:1602.02830.
+    Forward: 1{x > 0}. Backward: g · scale · 1{|x| ≤ clip}, boundary inclusive (as larq's
+    SteSign). Reference: Courbariaux, Hubara, Soudry, El-Yaniv, Bengio 2016, arXiv:1602.02830.
+
+    It is sign-native like tanh or approx_sign, but its ``scale`` defaults to 1, not 0.5: the
+    plain name is one of the package's four baselines, defined as BinaryNet's rule
+    g · 1{|x| ≤ 1} applied unchanged to the 0/1 step (larq's ``SteHeaviside(clip_value=1)``),
+    and every recorded result and golden run uses it so. ``saturated(scale=0.5)`` is the
+    area-1 version that follows the sign-native rule; under Adam the two train almost alike.
     """
 
     name = "saturated"
-    backward_text = "g · 1{|x| ≤ clip}  (boundary inclusive)"
+    backward_text = "g · scale·1{|x| ≤ clip}  (boundary inclusive)"
     paper = (
         "M. Courbariaux, I. Hubara, D. Soudry, R. El-Yaniv, Y. Bengio. Binarized Neural "
         "Networks: Training Deep Neural Networks with Weights and Activations Constrained to "
@@ -90,16 +106,29 @@ class Saturated(Estimator):
     )
     arxiv = "1602.02830"
     cite = "Courbariaux, Hubara et al. 2016 (BinaryNet)"
-    hyperparams = (Param("clip", 1.0, "half-width of the pass band", low=0.0, low_open=True),)
-    area_note = "2·clip (written for the sign step; not rescaled, as in BinaryNet)"
+    hyperparams = (
+        Param("clip", 1.0, "half-width of the pass band", low=0.0, high=MAX_SLOPE, low_open=True),
+        Param(
+            "scale",
+            1.0,
+            "multiplies the surrogate; 1 (default) is BinaryNet's sign rule, 0.5 gives area 1",
+            low=0.0,
+            high=10.0,
+            low_open=True,
+        ),
+    )
+    area_note = "2·scale·clip: 2 by default (BinaryNet's sign rule, not halved; see scale)"
 
     def backward_rule(
-        self, g: torch.Tensor, x: torch.Tensor, noise: Any, clip: float
+        self, g: torch.Tensor, x: torch.Tensor, noise: Any, clip: float, scale: float
     ) -> torch.Tensor:
-        return g * F.box(x, -clip, clip, closed=True)
+        return g * (scale * F.box(x, -clip, clip, closed=True))
 
     def area(self) -> float:
-        return 2.0 * self._params["clip"]
+        return 2.0 * self._params["scale"] * self._params["clip"]
+
+    def peak(self) -> float:
+        return self._params["scale"]
 
 
 @register_estimator
@@ -115,7 +144,9 @@ class Sigmoid(Estimator):
     paper = Identity.paper.split(" (after")[0]
     arxiv = "1308.3432"
     cite = "Bengio et al. 2013"
-    hyperparams = (Param("beta", 1.0, "slope of the sigmoid", low=0.0, low_open=True),)
+    hyperparams = (
+        Param("beta", 1.0, "slope of the sigmoid", low=0.0, high=MAX_SLOPE, low_open=True),
+    )
     area_note = "1 for every beta"
 
     def backward_rule(
@@ -125,6 +156,9 @@ class Sigmoid(Estimator):
 
     def area(self) -> float:
         return 1.0
+
+    def peak(self) -> float:
+        return self._params["beta"] / 4.0
 
 
 @register_estimator
@@ -145,7 +179,10 @@ class Tanh(Estimator):
     )
     arxiv = "2006.10159"
     cite = "common surrogate (QKeras)"
-    hyperparams = (Param("beta", 1.0, "slope of tanh", low=0.0, low_open=True), SCALE)
+    hyperparams = (
+        Param("beta", 1.0, "slope of tanh", low=0.0, high=MAX_SLOPE, low_open=True),
+        SCALE,
+    )
     area_note = _SCALE_NOTE
 
     def backward_rule(
@@ -155,6 +192,9 @@ class Tanh(Estimator):
 
     def area(self) -> float:
         return 2.0 * self._params["scale"]
+
+    def peak(self) -> float:
+        return self._params["scale"] * self._params["beta"]
 
 
 @register_estimator
@@ -185,6 +225,9 @@ class ApproxSign(Estimator):
     def area(self) -> float:
         return 2.0 * self._params["scale"]
 
+    def peak(self) -> float:
+        return 2.0 * self._params["scale"]
+
 
 @register_estimator
 class SwishSign(Estimator):
@@ -202,7 +245,10 @@ class SwishSign(Estimator):
     )
     arxiv = "1812.11800"
     cite = "Darabi et al. 2018 (BNN+)"
-    hyperparams = (Param("beta", 5.0, "slope of the swish sign", low=0.0, low_open=True), SCALE)
+    hyperparams = (
+        Param("beta", 5.0, "slope of the swish sign", low=0.0, high=MAX_SLOPE, low_open=True),
+        SCALE,
+    )
     area_note = _SCALE_NOTE + "; the surrogate is negative for |βx| > 2.4 (overshoot)"
 
     def backward_rule(
@@ -212,6 +258,9 @@ class SwishSign(Estimator):
 
     def area(self) -> float:
         return 2.0 * self._params["scale"]
+
+    def peak(self) -> float:
+        return self._params["scale"] * self._params["beta"]
 
 
 _YIN = (
@@ -238,6 +287,9 @@ class Relu(Estimator):
     def backward_rule(self, g: torch.Tensor, x: torch.Tensor, noise: Any) -> torch.Tensor:
         return g * (x > 0).to(x.dtype)
 
+    def peak(self) -> float:
+        return 1.0
+
 
 @register_estimator
 class ClippedRelu(Estimator):
@@ -252,7 +304,9 @@ class ClippedRelu(Estimator):
     paper = _YIN
     arxiv = "1903.05662"
     cite = "Yin et al. 2019"
-    hyperparams = (Param("clip", 1.0, "upper clip of the ReLU", low=0.0, low_open=True),)
+    hyperparams = (
+        Param("clip", 1.0, "upper clip of the ReLU", low=0.0, high=MAX_SLOPE, low_open=True),
+    )
     area_note = "clip (default 1)"
 
     def backward_rule(
@@ -262,3 +316,6 @@ class ClippedRelu(Estimator):
 
     def area(self) -> float:
         return self._params["clip"]
+
+    def peak(self) -> float:
+        return 1.0

@@ -64,7 +64,10 @@ def swish_sign_grad(x: torch.Tensor, beta: float) -> torch.Tensor:
     Written as 2β(2 − z·tanh(z/2))·σ'(z) with z = βx, since 1 + cosh(z) = 1 / (2σ'(z)).
     """
     z = _finite(beta * x)
-    return 2.0 * beta * (2.0 - z * torch.tanh(z / 2.0)) * sigmoid_prime(z)
+    bracket = 2.0 - z * torch.tanh(z / 2.0)
+    if z.dtype == torch.float16:  # 2β·bracket overflows float16 (max 65504): σ'(z) first
+        return (2.0 * beta) * (bracket * sigmoid_prime(z))
+    return 2.0 * beta * bracket * sigmoid_prime(z)
 
 
 def ede_grad(x: torch.Tensor, t: float, k: float) -> torch.Tensor:
@@ -102,3 +105,43 @@ def atan_grad(x: torch.Tensor, alpha: float) -> torch.Tensor:
 def superspike_grad(x: torch.Tensor, beta: float) -> torch.Tensor:
     """1 / (1 + β|x|)²: the fast-sigmoid derivative of SuperSpike; area 2/β."""
     return 1.0 / (1.0 + beta * x.abs()) ** 2
+
+
+def hard_sigmoid_grad(x: torch.Tensor, a: float) -> torch.Tensor:
+    """(a/2)·1{|x| ≤ 1/a}: derivative of the hard sigmoid max(0, min(1, (a·x + 1)/2)); area 1."""
+    return (a / 2.0) * box(x, -1.0 / a, 1.0 / a, closed=True)
+
+
+def reinmax_grad(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
+    """2·s·(1 − s) − ½·σ'(x), s = (y + σ(x/τ))/2: ReinMax's backward for two classes.
+
+    1 − s is formed as (1 − y + σ(−x/τ))/2, not by subtraction, so that it keeps its relative
+    precision where s is close to 1.
+    """
+    z = _finite(x / tau)
+    s = (y + torch.sigmoid(z)) / 2.0
+    r = (1.0 - y + torch.sigmoid(-z)) / 2.0
+    return 2.0 * s * r - 0.5 * sigmoid_prime(x)
+
+
+def gapped_grad(x: torch.Tensor, y: torch.Tensor, tau: float, gap: float) -> torch.Tensor:
+    """σ'(d/τ)/τ with the gapped logit d = max(x, gap) where y = 1, min(x, −gap) where y = 0."""
+    d = torch.where(y > 0, x.clamp_min(gap), x.clamp_max(-gap))
+    return sigmoid_prime(d / tau) / tau
+
+
+def conditional_logistic(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """z = x + L with L ~ Logistic(0, 1) conditioned on 1{z > 0} = y, by inversion from u.
+
+    With w = x (y = 1) or −x (y = 0), |z| = w + M and M = log((1 − u) + u·σ(−w)) − log(u) −
+    log σ(w) is L given L > −w: its survival σ(−M) is u times that of the bound, σ(w). Every
+    term is formed without cancellation, so the tails stay exact. Returns |z| (the sign is the
+    sample's); u broadcasts over leading sample dimensions.
+    """
+    w = torch.where(y > 0, x, -x)
+    m = (
+        torch.log((1.0 - u) + u * torch.sigmoid(-w))
+        - torch.log(u)
+        - torch.nn.functional.logsigmoid(w)
+    )
+    return w + m

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ste_variants.base import Estimator
-from ste_variants.spec import EstimatorSpecError, close_matches, parse_spec_string
+from ste_variants.spec import EstimatorSpecError, close_matches, parse_spec_string, shown
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -58,6 +58,16 @@ def register_estimator(cls: E) -> E:
     seen = [p.name for p in cls.hyperparams]
     if len(seen) != len(set(seen)):
         raise TypeError(f"estimator {name!r} declares a hyperparameter twice")
+    unbounded = [
+        p.name
+        for p in cls.hyperparams
+        if p.kind != "str" and not all(b is not None and math.isfinite(b) for b in (p.low, p.high))
+    ]
+    if unbounded:
+        # An unbounded slope or temperature overflows to inf somewhere, and inf·0 is NaN.
+        raise TypeError(
+            f"estimator {name!r}: hyperparameter {unbounded[0]!r} needs finite low and high bounds"
+        )
     if name in _REGISTRY:
         raise ValueError(
             f"estimator {name!r} is already registered by {_REGISTRY[name].__module__}"
@@ -120,7 +130,8 @@ def _lookup(name: str) -> type[Estimator]:
     if name not in registry:
         hint = close_matches(name, registry)
         raise EstimatorSpecError(
-            f"unknown estimator {name!r}{hint}" + ("" if hint else " (see `ste-ablate estimators`)")
+            f"unknown estimator {shown(name)}{hint}"
+            + ("" if hint else " (see `ste-ablate estimators`)")
         )
     return registry[name]
 
@@ -143,10 +154,12 @@ def get_estimator(spec: str | Mapping[str, Any] | Estimator) -> Estimator:
         params = dict(spec)
         name = params.pop("name", None)
         if not isinstance(name, str):
-            raise EstimatorSpecError(f"estimator mapping needs a string 'name', got {spec!r}")
+            raise EstimatorSpecError(f"estimator mapping needs a string 'name', got {shown(spec)}")
         bad_keys = [k for k in params if not isinstance(k, str)]
         if bad_keys:
-            raise EstimatorSpecError(f"{name}: hyperparameter names must be strings: {bad_keys!r}")
+            raise EstimatorSpecError(
+                f"{shown(name)}: hyperparameter names must be strings: {shown(bad_keys)}"
+            )
     else:
         raise EstimatorSpecError(
             f"an estimator spec is a name, 'name(key=value)', a mapping or an Estimator; "
@@ -174,7 +187,9 @@ def describe(spec: str | Mapping[str, Any] | Estimator) -> dict[str, Any]:
         A dict with ``name``, ``spec``, ``summary``, ``forward``, ``backward`` (text), ``backward_short``,
         ``params`` ({name: {default, value, type, low, high, ..., doc}}), ``paper``, ``arxiv``,
         ``cite``, ``stochastic``, ``annealed``, ``area`` (∫ surrogate dx at progress 0, None if
-        infinite), ``area_end`` (at progress 1), ``area_note`` and ``doc``.
+        infinite), ``area_end`` (at progress 1), ``peak`` (max of the surrogate at progress 0),
+        ``peak_end`` (at progress 1), ``area_note`` and ``doc``. Area and peak are those of the
+        noise-free surrogate (eval mode for stochastic estimators), on the 0/1 step.
     """
     est = get_estimator(spec)
     cls = type(est)
@@ -184,9 +199,9 @@ def describe(spec: str | Mapping[str, Any] | Estimator) -> dict[str, Any]:
         info["value"] = est.params[p.name]
         params[p.name] = info
     fresh = cls(**est.params)
-    area_start = _clean(fresh.area())
+    area_start, peak_start = _clean(fresh.area()), fresh.peak()
     fresh.set_progress(1.0)
-    area_end = _clean(fresh.area())
+    area_end, peak_end = _clean(fresh.area()), fresh.peak()
     doc = (cls.__doc__ or "").strip()
     return {
         "name": cls.name,
@@ -203,6 +218,8 @@ def describe(spec: str | Mapping[str, Any] | Estimator) -> dict[str, Any]:
         "annealed": cls.annealed,
         "area": area_start,
         "area_end": area_end,
+        "peak": peak_start,
+        "peak_end": peak_end,
         "area_note": cls.area_note,
         "doc": doc,
     }

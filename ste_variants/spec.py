@@ -18,12 +18,20 @@ __all__ = [
     "format_spec",
     "format_value",
     "parse_spec_string",
+    "shown",
     "unknown_param_message",
 ]
 
+# ASCII only: `\d` would also accept other scripts' digits ("٤", full-width "４"), which int()
+# and float() then read silently.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_INT = re.compile(r"[+-]?\d+\Z")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+_INT = re.compile(r"[+-]?[0-9]+\Z")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+# Longer integers are read as floats: int() refuses over 4,300 digits, and no hyperparameter
+# needs more than a float's precision (the range check then names the value).
+_MAX_INT_DIGITS = 18
+# Messages quote at most this many characters of a spec, name or value.
+_MAX_SHOWN = 60
 # Integral floats above this print with repr: "1e+20" reads better than twenty-one digits.
 _MAX_INT_PRINT = 1e15
 
@@ -31,8 +39,19 @@ _MAX_INT_PRINT = 1e15
 class EstimatorSpecError(ValueError):
     """A bad estimator spec: unknown name or hyperparameter, bad value, malformed string.
 
-    The message is always one line, so the CLI can print it as ``ste-ablate: error: ...``.
+    The message is always one line of bounded length (long specs, names and values are quoted
+    cut short, see :func:`shown`), so the CLI can print it as ``ste-ablate: error: ...``.
     """
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to about 60 characters with the full length noted when longer."""
+    text = repr(value)
+    if len(text) <= _MAX_SHOWN:
+        return text
+    if isinstance(value, str):
+        return f"{value[: _MAX_SHOWN - 10]!r}... ({len(value)} characters)"
+    return f"{text[: _MAX_SHOWN - 10]}... ({len(text)} characters)"
 
 
 def _split_args(body: str, spec: str) -> list[str]:
@@ -52,11 +71,11 @@ def _split_args(body: str, spec: str) -> list[str]:
             parts.append("".join(current))
             current = []
         elif char in "()[]{}":
-            raise EstimatorSpecError(f"malformed estimator spec {spec!r}: unexpected {char!r}")
+            raise EstimatorSpecError(f"malformed estimator spec {shown(spec)}: unexpected {char!r}")
         else:
             current.append(char)
     if quote:
-        raise EstimatorSpecError(f"malformed estimator spec {spec!r}: unclosed quote")
+        raise EstimatorSpecError(f"malformed estimator spec {shown(spec)}: unclosed quote")
     parts.append("".join(current))
     return parts
 
@@ -65,7 +84,7 @@ def _parse_value(text: str, key: str, spec: str) -> object:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
     if _INT.match(text):
-        return int(text)
+        return int(text) if len(text.lstrip("+-")) <= _MAX_INT_DIGITS else float(text)
     if _FLOAT.match(text):
         return float(text)
     if text.lower() in ("true", "false"):
@@ -73,7 +92,8 @@ def _parse_value(text: str, key: str, spec: str) -> object:
     if _NAME.match(text):
         return text
     raise EstimatorSpecError(
-        f"malformed estimator spec {spec!r}: cannot read the value {text!r} of {key!r} "
+        f"malformed estimator spec {shown(spec)}: cannot read the value {shown(text)} of "
+        f"{shown(key)} "
         "(use a number, true/false, or a word)"
     )
 
@@ -97,12 +117,12 @@ def parse_spec_string(spec: str) -> tuple[str, dict[str, object]]:
     name = name.strip()
     if not _NAME.match(name):
         raise EstimatorSpecError(
-            f"malformed estimator spec {spec!r}: expected 'name' or 'name(key=value, ...)'"
+            f"malformed estimator spec {shown(spec)}: expected 'name' or 'name(key=value, ...)'"
         )
     if not paren:
         return name, {}
     if not rest.endswith(")"):
-        raise EstimatorSpecError(f"malformed estimator spec {spec!r}: missing closing ')'")
+        raise EstimatorSpecError(f"malformed estimator spec {shown(spec)}: missing closing ')'")
     body = rest[:-1].strip()
     values: dict[str, object] = {}
     if not body:
@@ -112,10 +132,13 @@ def parse_spec_string(spec: str) -> tuple[str, dict[str, object]]:
         key, raw = key.strip(), raw.strip()
         if not eq or not _NAME.match(key) or not raw:
             raise EstimatorSpecError(
-                f"malformed estimator spec {spec!r}: expected key=value, got {part.strip()!r}"
+                f"malformed estimator spec {shown(spec)}: expected key=value, "
+                f"got {shown(part.strip())}"
             )
         if key in values:
-            raise EstimatorSpecError(f"malformed estimator spec {spec!r}: {key!r} given twice")
+            raise EstimatorSpecError(
+                f"malformed estimator spec {shown(spec)}: {shown(key)} given twice"
+            )
         values[key] = _parse_value(raw, key, spec)
     return name, values
 
@@ -149,6 +172,8 @@ def format_spec(name: str, changed: Mapping[str, object]) -> str:
 
 def close_matches(word: str, options: Iterable[str]) -> str:
     """``"; did you mean a, b?"`` for the close matches of ``word`` (empty if none)."""
+    if len(word) > 2 * _MAX_SHOWN:  # nothing registered is that long; spare difflib the work
+        return ""
     matches = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
     return f"; did you mean {', '.join(matches)}?" if matches else ""
 
@@ -156,8 +181,8 @@ def close_matches(word: str, options: Iterable[str]) -> str:
 def unknown_param_message(estimator: str, key: str, declared: Mapping[str, object]) -> str:
     """One-line message for a hyperparameter the estimator does not have."""
     if not declared:
-        return f"{estimator}: unknown hyperparameter {key!r} ({estimator} takes none)"
+        return f"{estimator}: unknown hyperparameter {shown(key)} ({estimator} takes none)"
     return (
-        f"{estimator}: unknown hyperparameter {key!r}{close_matches(key, declared)} "
+        f"{estimator}: unknown hyperparameter {shown(key)}{close_matches(key, declared)} "
         f"(known: {', '.join(declared)})"
     )

@@ -12,6 +12,7 @@ import torch
 
 from ste_variants import functional as F
 from ste_variants.base import Estimator, Param
+from ste_variants.deterministic import MAX_SLOPE
 from ste_variants.registry import register_estimator
 
 
@@ -34,7 +35,9 @@ class Atan(Estimator):
     )
     arxiv = "2007.05785"
     cite = "Fang et al. 2021 (SpikingJelly ATan)"
-    hyperparams = (Param("alpha", 2.0, "sharpness (peak value α/2)", low=0.0, low_open=True),)
+    hyperparams = (
+        Param("alpha", 2.0, "sharpness (peak value α/2)", low=0.0, high=MAX_SLOPE, low_open=True),
+    )
     area_note = "1 for every alpha"
 
     def backward_rule(
@@ -44,6 +47,9 @@ class Atan(Estimator):
 
     def area(self) -> float:
         return 1.0
+
+    def peak(self) -> float:
+        return self._params["alpha"] / 2.0
 
 
 @register_estimator
@@ -63,7 +69,9 @@ class SuperSpike(Estimator):
     )
     arxiv = "1705.11146"
     cite = "Zenke & Ganguli 2018 (SuperSpike)"
-    hyperparams = (Param("beta", 10.0, "sharpness; peak value is 1", low=0.0, low_open=True),)
+    hyperparams = (
+        Param("beta", 10.0, "sharpness; peak value is 1", low=0.0, high=MAX_SLOPE, low_open=True),
+    )
     area_note = "2/β (peak 1 as in the paper, not normalised): 0.2 by default"
 
     def backward_rule(
@@ -73,3 +81,6 @@ class SuperSpike(Estimator):
 
     def area(self) -> float:
         return 2.0 / self._params["beta"]
+
+    def peak(self) -> float:
+        return 1.0

@@ -13,6 +13,7 @@ import torch
 
 from ste_variants import functional as F
 from ste_variants.base import Estimator, Param
+from ste_variants.deterministic import SCALE
 from ste_variants.registry import register_estimator
 
 _BENGIO = (
@@ -80,6 +81,9 @@ class Bernoulli(Estimator):
     def area(self) -> float | None:
         return 1.0 if self._params["backward"] == "sigmoid" else None
 
+    def peak(self) -> float:
+        return 0.25 if self._params["backward"] == "sigmoid" else 1.0
+
 
 @register_estimator
 class Gumbel(Estimator):
@@ -104,7 +108,8 @@ class Gumbel(Estimator):
     cite = "Jang et al. 2017; Maddison et al. 2017"
     stochastic = True
     hyperparams = (
-        Param("tau", 1.0, "temperature of the relaxed sample", low=0.0, high=100.0, low_open=True),
+        # σ'(0)/τ = 1/(4τ) is the peak: a floor on τ keeps it finite in every dtype.
+        Param("tau", 1.0, "temperature of the relaxed sample", low=0.01, high=100.0),
     )
     area_note = "1 for every tau (in x, for fixed noise)"
 
@@ -119,3 +124,58 @@ class Gumbel(Estimator):
 
     def area(self) -> float:
         return 1.0
+
+    def peak(self) -> float:
+        return 0.25 / self._params["tau"]
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """clip((x + 1)/2, 0, 1), BinaryNet's "hard sigmoid", in float64."""
+    return ((x.to(torch.float64) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@register_estimator
+class BinaryNetStochastic(Estimator):
+    """BinaryNet's stochastic binarization: P(y = 1) is the hard sigmoid of x.
+
+    Forward (training): 1{u < clip((x + 1)/2, 0, 1)}, u ~ U(0, 1); (eval): 1{x > 0}.
+    Backward: g · scale · 1{|x| ≤ 1} (boundary inclusive), the straight-through estimator
+    of the paper; with scale = 0.5 (default) it is exactly the derivative of the hard sigmoid
+    clip((x + 1)/2, 0, 1), the expected 0/1 output.
+    Reference: Courbariaux, Hubara, Soudry, El-Yaniv, Bengio, "Binarized Neural Networks",
+    2016, arXiv:1602.02830, section 1.1 (stochastic binarization) and 1.3 (the STE).
+    """
+
+    name = "binarynet_stochastic"
+    forward_text = "training: 1{u < clip((x + 1)/2, 0, 1)}, u ~ U(0, 1); eval: 1{x > 0}"
+    backward_text = "g · scale·1{|x| ≤ 1}  (boundary inclusive; scale 0.5: hard sigmoid's slope)"
+    backward_short = "g · scale·1{|x| ≤ 1}"
+    paper = (
+        "M. Courbariaux, I. Hubara, D. Soudry, R. El-Yaniv, Y. Bengio. Binarized Neural "
+        "Networks: Training Deep Neural Networks with Weights and Activations Constrained to "
+        "+1 or -1. arXiv:1602.02830, 2016 (stochastic binarization)"
+    )
+    arxiv = "1602.02830"
+    cite = "Courbariaux, Hubara et al. 2016 (BinaryNet)"
+    stochastic = True
+    hyperparams = (SCALE,)
+    area_note = "sign-native 2, times scale (default 0.5 → area 1, the hard sigmoid's slope)"
+
+    def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return uniform(x, generator)
+
+    def step(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if noise is None:
+            return x > 0
+        return noise < hard_sigmoid(x)
+
+    def backward_rule(
+        self, g: torch.Tensor, x: torch.Tensor, noise: Any, scale: float
+    ) -> torch.Tensor:
+        return g * (scale * F.box(x, -1.0, 1.0, closed=True))
+
+    def area(self) -> float:
+        return 2.0 * self._params["scale"]
+
+    def peak(self) -> float:
+        return self._params["scale"]

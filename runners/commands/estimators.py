@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from ste_variants import describe, list_estimators
+from ste_variants.catalog import area_text, markdown_table, peak_text, table_rows
 from ste_variants.spec import format_value
 
 _EPILOG = """\
@@ -15,6 +16,7 @@ examples:
   ste-ablate estimators                      table of every registered estimator
   ste-ablate estimators describe sigmoid     formulas, hyperparameters, paper, area
   ste-ablate estimators describe 'sigmoid(beta=4)' --json
+  ste-ablate estimators --markdown           the table as Markdown (as in docs/estimators.md)
 
 A spec is NAME or 'NAME(key=value, ...)'; third-party packages add estimators through the
 entry-point group "ste_variants" (see docs/estimators.md).
@@ -27,28 +29,27 @@ def register(subparsers: Any) -> None:
         "estimators",
         help="list the gradient estimators, or describe one",
         description="List the registered straight-through estimators (name, backward rule, "
-        "hyperparameters with defaults, paper), or describe one in full.",
+        "hyperparameters with defaults, area and peak of the surrogate on the 0/1 step, paper), "
+        "or describe one in full.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", action="store_true", help="print the metadata of all as JSON")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the metadata of all as JSON")
+    output.add_argument(
+        "--markdown", action="store_true", help="print the table as Markdown (the docs' table)"
+    )
     parser.set_defaults(func=_list)
     sub = parser.add_subparsers(dest="estimators_command", metavar="SUBCOMMAND")
     desc = sub.add_parser(
         "describe",
         help="full metadata of one estimator",
         description="Print the forward and backward rules, hyperparameters (default, range), "
-        "paper, whether stochastic or annealed, and the surrogate's area.",
+        "paper, whether stochastic or annealed, and the surrogate's area and peak.",
     )
     desc.add_argument("name", metavar="NAME", help="estimator name or spec, e.g. 'sigmoid(beta=4)'")
     desc.add_argument("--json", action="store_true", help="print the metadata as JSON")
     desc.set_defaults(func=_describe)
-
-
-def _params_text(params: dict[str, Any]) -> str:
-    if not params:
-        return "-"
-    return ", ".join(f"{k}={format_value(v['default'])}" for k, v in params.items())
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -56,34 +57,31 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(infos, indent=2, ensure_ascii=False))
         return 0
-    header = ("name", "backward (dL/dx)", "hyperparameters", "paper")
+    if args.markdown:
+        print(markdown_table(infos), end="")
+        return 0
+    header = ("name", "backward (dL/dx)", "hyperparameters", "area", "peak", "paper")
     rows = [
         (
-            info["name"]
-            + (" *" if info["stochastic"] else "")
-            + (" ~" if info["annealed"] else ""),
-            info["backward_short"],
-            _params_text(info["params"]),
-            info["cite"],
+            row[0] + (" *" if info["stochastic"] else "") + (" ~" if info["annealed"] else ""),
+            *row[1:],
         )
-        for info in infos
+        for info, row in zip(infos, table_rows(infos), strict=True)
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
 
     def line(row: tuple[str, ...]) -> str:
-        return (
-            "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
-            + "  "
-            + row[3]
-        )
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
+        return "  ".join([*cells, row[-1]])
 
     print(line(header))
     print(line(tuple("-" * w for w in widths) + ("-" * 5,)))
     for row in rows:
         print(line(row))
     print(
-        f"\n{len(rows)} estimators; * stochastic, ~ annealed (follows training progress). "
-        "Forward is 1{x > 0} for all. `ste-ablate estimators describe NAME` for details."
+        f"\n{len(rows)} estimators; * stochastic, ~ annealed (follows training progress; area and "
+        "peak at start → end). Forward is 1{x > 0} for all; area and peak are those of the "
+        "surrogate on the 0/1 step (eval mode). `ste-ablate estimators describe NAME` for details."
     )
     return 0
 
@@ -93,10 +91,9 @@ def _describe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
-    area = "infinite" if info["area"] is None else format_value(float(info["area"]))
-    if info["annealed"] and info["area_end"] != info["area"]:
-        end = "infinite" if info["area_end"] is None else format_value(float(info["area_end"]))
-        area += f" at progress 0, {end} at progress 1"
+    area = area_text(info).replace("∞", "infinite")
+    if info["annealed"]:
+        area += "  (progress 0 → 1)" if "→" in area else ""
     print(f"{info['name']}: {info['summary']}")
     if info["spec"] != info["name"]:
         print(f"  spec:       {info['spec']}")
@@ -104,7 +101,8 @@ def _describe(args: argparse.Namespace) -> int:
     print(f"  backward:   {info['backward']}")
     print(f"  stochastic: {'yes' if info['stochastic'] else 'no'}")
     print(f"  annealed:   {'yes (set_progress)' if info['annealed'] else 'no'}")
-    print(f"  area:       {area}" + (f"  ({info['area_note']})" if info["area_note"] else ""))
+    print(f"  area:       {area}" + (f"; {info['area_note']}" if info["area_note"] else ""))
+    print(f"  peak:       {peak_text(info)}")
     print("  hyperparameters:" + ("" if info["params"] else " none"))
     for key, p in info["params"].items():
         value = "" if p["value"] == p["default"] else f", value {format_value(p['value'])}"
