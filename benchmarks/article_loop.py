@@ -21,6 +21,7 @@ This file is not part of the installed package; `runners.bench.loops` imports it
 from __future__ import annotations
 
 import io
+import sys
 import time
 
 import torch
@@ -158,8 +159,6 @@ def _sink(progress: bool):
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - manual use
     """`python benchmarks/article_loop.py ROOT [DEVICE] [STEPS]`: time the article's loop."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     root = args[0]
     device = args[1] if len(args) > 1 else ("cuda:0" if torch.cuda.is_available() else "cpu")

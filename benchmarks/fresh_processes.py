@@ -1,6 +1,6 @@
 """The article's loop and ours, each in its own fresh process, as a user runs them.
 
-`ste-ablate bench` alternates both loops inside ONE process (what the issue asks for: machine
+`ste-ablate bench` alternates both loops inside ONE process (so that machine
 load hits both alike). A real run is a fresh process that trains one model, so this script
 measures that situation too: every round starts one Python process per loop, which builds its
 loop, warms up for a few steps and times N training steps; the order of the loops alternates
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.steps, args.rounds) < 1 or args.warmup < 0:
         parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
 
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # the checkout's runners, installed or not: imported after this
     from runners.bench.loops import bench_data
 
     child = _CHILD.format(root=str(ROOT))

@@ -1,4 +1,4 @@
-"""The prepared GPU check of issue 5: one command, a few minutes, every number written to a folder.
+"""The prepared GPU check: one command, a few minutes, every number written to a folder.
 
     OUT=/some/folder python3 benchmarks/gpu_check.py [--device cuda] [--quick]
 
@@ -18,6 +18,9 @@ needed). Writes into $OUT (default ./gpu-check):
 Each part is guarded: a failure is written to errors.txt and the next part still runs. Data:
 full MNIST under $STE_DATA_ROOT when present, else the bundled mnist-mini. `--quick` shrinks
 everything (a smoke test that also runs on a CPU: `--device cpu --quick`).
+
+torch and the project's modules are imported inside each part: `main` puts the checkout on
+sys.path first, and a part that cannot import is recorded as that part's failure.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     """Run every part; returns 0 when all parts ran, 1 when some failed."""
-    parser = argparse.ArgumentParser(description="Issue 5's GPU check, every result to $OUT.")
+    parser = argparse.ArgumentParser(description="The GPU check, every result to $OUT.")
     parser.add_argument("--device", default="cuda", help="device to check (default cuda)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "gpu-check", help="folder")
@@ -103,7 +106,8 @@ _BENCH = {
 
 
 def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
-    from runners.bench.loops import format_report, run_bench
+    from runners.bench.loops import run_bench
+    from runners.bench.report import format_report
 
     name = "grid" if grid else "bench"
     result = run_bench(device=device, **_BENCH[name][quick])

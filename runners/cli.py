@@ -12,27 +12,14 @@ import importlib
 import sys
 from typing import NoReturn
 
+from runners.config import ConfigError
 from runners.errors import UserError
+from ste_variants import EstimatorSpecError
 
 # Order is the order shown by `ste-ablate --help`.
-COMMAND_MODULES = ("estimators", "train", "run", "analyze", "bench")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError]
-    try:
-        from ste_variants import EstimatorSpecError
-
-        errors.append(EstimatorSpecError)
-    except ImportError:  # pragma: no cover - registry always importable once installed
-        pass
-    try:
-        from runners.config import ConfigError
-
-        errors.append(ConfigError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "bench")
+# Bad input: printed as one line, exit code 2.
+USER_ERRORS = (UserError, EstimatorSpecError, ConfigError)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -53,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Subparsers inherit the parser class, so every subcommand errors in one line too.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"runners.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"runners.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"runners.commands.{name}").register(sub)
     return parser
 
 
@@ -71,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         print(f"ste-ablate: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

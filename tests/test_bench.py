@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from runners.bench.loops import (
-    article_module,
-    bench_data,
-    conv_macs,
-    flops_per_image,
-    format_report,
-    run_bench,
-)
+from runners.bench.loops import article_module, bench_data, run_bench
+from runners.bench.measure import conv_macs, flops_per_image
+from runners.bench.report import format_report
 from runners.cli import main
+from runners.training.data import normalize
 from runners.training.model import ARTICLE_PARAMETERS, BinaryAutoencoder
 
 
@@ -29,7 +27,7 @@ def mini_only(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def test_flops_per_image_is_the_issues_number():
+def test_flops_per_image_is_0_184_gflop():
     # 30,711,808 multiply-accumulates forward; x2 FLOP; x3 for forward + backward.
     assert conv_macs(BinaryAutoencoder()) == 30_711_808
     assert flops_per_image() == 184_270_848
@@ -50,8 +48,6 @@ def test_the_article_loop_is_the_articles_model_and_data():
         loop = article.ArticleLoop("cpu", root)
         images = loop.trainloader.dataset.data
         assert images.shape == (6000, 28, 28)
-        from runners.training.data import normalize
-
         # The article's ToTensor + Normalize equals our device-side arithmetic, bit for bit.
         X, _ = loop.trainloader.dataset[7]
         assert torch.equal(X, normalize(images[7:8]))
@@ -155,9 +151,6 @@ def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
 
 def _benchmark_script(name: str):
     """benchmarks/NAME.py of this checkout, imported by path (it is not part of the package)."""
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from runners.cli import main
 from runners.store import cells as st
 
 TINY_FLAGS = ["--dataset", "mnist-mini", "--train-subset", "128", "--test-subset", "64",
@@ -65,8 +66,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
     ],
 )
 def test_more_bad_input_in_process(tmp_path, capsys, flags, message):
-    from runners.cli import main
-
     out = tmp_path / "store"
     assert main(["train", *TINY_FLAGS, *flags, "--out", str(out)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

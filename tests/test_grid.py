@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from runners.config import RunConfig
+from runners.errors import UserError
 from runners.grids.spec import SpecError, load_spec
 from ste_variants import list_estimators
 
@@ -172,8 +173,6 @@ def test_malformed_specs(tmp_path: Path, text: str, needle: str) -> None:
 
 
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
-    from runners.errors import UserError
-
     with pytest.raises(UserError, match="cannot read spec"):
         load_spec(tmp_path / "nope.yaml")
 

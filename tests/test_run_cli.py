@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from runners.cli import main
+from runners.commands.run import stack_size
 from runners.grids.spec import load_spec
 from runners.store import cells as run_store
 from runners.store.atomic import read_json
@@ -191,8 +192,6 @@ def test_stack_flag_trains_cells_together_bit_identical_to_one_at_a_time(tmp_pat
 
 
 def test_stack_size_comes_from_the_flag_the_spec_or_the_device(tmp_path, capsys) -> None:
-    from runners.commands.run import stack_size
-
     cells = load_spec(write_spec(tmp_path, "  seed: [0, 1, 2]\n")).cells
     assert stack_size(2, cells, workers=1) == (2, "--stack")
     assert stack_size(None, cells, workers=1) == (1, "automatic")  # the CPU: no stacking

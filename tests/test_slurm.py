@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from slurm_helpers import cluster_problem, wait_until
 
+from runners.commands.run_slurm import add_arguments, options_from_args, run_on_slurm
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.executors.cells import CellTask, execute_cell
-from runners.executors.slurm import SlurmOptions, add_arguments, slurm_states, submit
-from runners.executors.slurm_record import latest_tasks
-from runners.executors.slurm_task import CellBatch, task_threads
+from runners.executors.slurm.executor import SlurmExecutor, task_chunks
+from runners.executors.slurm.options import SlurmOptions
+from runners.executors.slurm.record import latest_tasks, slurm_states
+from runners.executors.slurm.task import CellBatch, task_threads
 from runners.grids.spec import load_spec
 from runners.store import cells as run_store
 from runners.store.atomic import read_json, read_jsonl
@@ -228,8 +230,8 @@ def test_cancelled_task_is_resubmitted_and_resumes(
 def test_failing_cell_is_reported_failed(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Full MNIST from a folder that does not exist: validation passes, the task fails at run time.
     bad = RunConfig.from_dict({**BASE, "dataset": "mnist", "data_root": str(store / "no-mnist")})
-    args = parse("--time-min", "5", "--wait")
-    code = submit([CellTask(bad, str(store), "failing")], args, store)
+    options = options_from_args(parse("--time-min", "5"))
+    code = run_on_slurm([CellTask(bad, str(store), "failing")], options, store, wait=True)
     assert code == 1
     assert state(store, bad.run_id) == "failed"
     summary = read_json(run_store.run_dir(store, bad.run_id) / run_store.SUMMARY)
@@ -255,7 +257,7 @@ def test_options_become_sbatch_parameters() -> None:
         "--partition", "gpu", "--gpus-per-task", "2", "--cpus-per-task", "4", "--mem-gb", "1.5",
         "--time-min", "30", "--slurm-arg", "account=abc", "--slurm-arg", "exclusive",
     )  # fmt: skip
-    params = SlurmOptions.from_args(args).executor_parameters("ste-x")
+    params = options_from_args(args).executor_parameters("ste-x")
     assert params["partition"] == "gpu"
     assert params["gpus_per_task"] == 2
     assert params["cpus_per_task"] == 4
@@ -264,14 +266,14 @@ def test_options_become_sbatch_parameters() -> None:
     assert params["signal_delay_s"] == 90
     assert params["additional_parameters"] == {"account": "abc", "exclusive": True}
     # Every submission has a time limit, and the warning signal comes before it.
-    short = SlurmOptions.from_args(parse("--time-min", "1")).executor_parameters("ste-x")
+    short = options_from_args(parse("--time-min", "1")).executor_parameters("ste-x")
     assert short["time"] == 1 and short["signal_delay_s"] < 60
 
 
 @pytest.mark.parametrize("bad", ["=x", "", "a b=1"])
 def test_malformed_slurm_arg_is_a_user_error(bad: str) -> None:
     with pytest.raises(UserError, match="--slurm-arg"):
-        SlurmOptions.from_args(parse("--slurm-arg", bad))
+        options_from_args(parse("--slurm-arg", bad))
 
 
 @pytest.mark.parametrize(
@@ -290,17 +292,15 @@ def test_task_threads_come_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_stacking_inside_array_tasks() -> None:
-    plain = SlurmOptions.from_args(parse("--cells-per-task", "3"))
+    plain = options_from_args(parse("--cells-per-task", "3"))
     assert (plain.stack_size(), plain.chunk_size()) == (1, 3)
-    gpus = SlurmOptions.from_args(parse("--cells-per-task", "40", "--gpus-per-task", "1"))
+    gpus = options_from_args(parse("--cells-per-task", "40", "--gpus-per-task", "1"))
     assert (gpus.stack_size(), gpus.chunk_size()) == (32, 40)  # automatic on GPUs, capped
-    told = SlurmOptions.from_args(parse("--gpus-per-task", "1", "--stack", "4"))
+    told = options_from_args(parse("--gpus-per-task", "1", "--stack", "4"))
     assert (told.stack_size(), told.chunk_size()) == (4, 4)  # a task holds at least one stack
 
 
 def test_array_tasks_hold_whole_stacks() -> None:
-    from runners.executors.slurm import task_chunks
-
     # The grid's last axis is lr, so stackable cells are not adjacent in grid order.
     configs = [
         RunConfig.from_dict({**BASE, "estimator": e, "seed": s, "lr": lr})
@@ -329,3 +329,11 @@ def test_cell_batch_trains_stacks_like_single_cells(tmp_path: Path) -> None:
 
 def test_no_submission_means_no_slurm_states(tmp_path: Path) -> None:
     assert slurm_states(tmp_path, "never-submitted") == {}
+
+
+def test_options_are_plain_data() -> None:
+    # The backend takes a dataclass, not the command line; the record stores its fields.
+    options = SlurmOptions(time_min=5, stack=2)
+    assert (options.stack_size(), options.chunk_size()) == (2, 2)
+    executor = SlurmExecutor(Path("store"), options)
+    assert executor.store.is_absolute() and executor.options is options

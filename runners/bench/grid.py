@@ -12,19 +12,27 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from runners.config import RunConfig
+from runners.speed.grouped import TrainingStack
+from runners.tracking.wandb_tracker import NullTracker
+from runners.training.data import batch_bounds
+from runners.training.evaluate import evaluate
+from runners.training.loop import RunLoop
+from runners.training.metrics import code_stats
+from runners.training.run import train_run
+from runners.training.stacked import auto_stack, default_mode, train_stacked
 
+GRID_ESTIMATORS = ("hardtanh", "identity", "saturated", "sigmoid")  # the four required names
 MEASURED_STEPS = 5
 
 
 def grid_configs(config: RunConfig, cells: int, epochs: int, stack: int) -> list[RunConfig]:
     """The bench grid: the four required estimators, then the next seed, and so on."""
-    from runners.bench.loops import GRID_ESTIMATORS
-
     return [
         config.replace(
             estimator=GRID_ESTIMATORS[i % len(GRID_ESTIMATORS)],
@@ -46,10 +54,7 @@ def run_grid(
     budget_s: float,
     log: Any,
 ) -> dict[str, Any]:
-    """Time the grid; returns a JSON-ready dict (see `format_grid`)."""
-    from runners.training.data import batch_bounds
-    from runners.training.stacked import auto_stack, default_mode
-
+    """Time the grid; returns a JSON-ready dict (see `runners.bench.report.format_grid`)."""
     cells, epochs = grid
     k = max(1, min(stack or auto_stack(str(device), cells), cells))
     configs = grid_configs(config, cells, epochs, k)
@@ -86,15 +91,10 @@ def _measure(
     configs: list[RunConfig], data: Any, device: torch.device, mode: str
 ) -> tuple[float, float]:
     """(seconds per stacked step, seconds per evaluation of one member)."""
-    from runners.speed.grouped import TrainingStack
-    from runners.tracking.wandb_tracker import NullTracker
-    from runners.training.evaluate import evaluate
-    from runners.training.loop import RunLoop
-    from runners.training.metrics import code_stats
-
     with tempfile.TemporaryDirectory(prefix="ste-bench-grid-") as tmp:
         members = [
-            RunLoop(c, _path(tmp, c), device, data, NullTracker(), False, None) for c in configs
+            RunLoop(c, Path(tmp) / c.run_id, device, data, NullTracker(), False, None)
+            for c in configs
         ]
         stack = TrainingStack(members, mode, cuda_graph=False)
         stack.train()
@@ -116,16 +116,7 @@ def _measure(
     return sorted(times[2:])[len(times[2:]) // 2], eval_s
 
 
-def _path(tmp: str, config: RunConfig) -> Any:
-    from pathlib import Path
-
-    return Path(tmp) / config.run_id
-
-
 def _real_grid(configs: list[RunConfig], k: int) -> float:
-    from runners.training.run import train_run
-    from runners.training.stacked import train_stacked
-
     with tempfile.TemporaryDirectory(prefix="ste-bench-store-") as store:
         started = time.perf_counter()
         for first in range(0, len(configs), k):
@@ -135,21 +126,3 @@ def _real_grid(configs: list[RunConfig], k: int) -> float:
             else:
                 train_stacked(group, store, progress=False)
         return time.perf_counter() - started
-
-
-def format_grid(grid: dict[str, Any]) -> list[str]:
-    """Lines of the grid table."""
-    lines = [
-        f"grid: {grid['cells']} cells x {grid['epochs']} epochs, stacks of {grid['stack']} "
-        f"({grid['mode']})",
-    ]
-    if "article_s" in grid:
-        lines.append(f"  article, one cell after another: {grid['article_s']:8.1f} s  "
-                     f"({grid['article_how']})")  # fmt: skip
-    lines.append(
-        f"  ours, stacked:                   {grid['ours_s']:8.1f} s  ({grid['ours_how']})"
-    )
-    if "speedup" in grid:
-        lines.append(f"  speed-up: {grid['speedup']:.2f}x  "
-                     f"({grid['ours_images_per_s']:.0f} training images/s over the grid)")  # fmt: skip
-    return lines

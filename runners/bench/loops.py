@@ -2,16 +2,15 @@
 
 Single-run mode alternates rounds of (a) the faithful copy of the article's loop in
 benchmarks/article_loop.py (torchvision MNIST, per-image transforms, DataLoader, batch 64),
-(b) ours as `train_run` trains (`runners.training.run.build_model`/`build_optimizer`/`train_step` on
-device-resident uint8 data, with the fast path of `runners.speed.layers`: point-layer matmuls, fused
-Adam) and (c) ours with plain nn layers and torch's default Adam, to show what the fast path
-adds. Each reports training images/s, the
-ratio to the article and the share of the device's fp32 ceiling, measured in the same run with
-a large matmul and converted at `flops_per_image()` FLOP per image (forward + backward).
+(b) ours as `train_run` trains (`runners.training.run.build_model`/`build_optimizer`/`train_step`
+on device-resident uint8 data, with the fast path of `runners.speed.layers`: point-layer matmuls,
+fused Adam) and (c) ours with plain nn layers and torch's default Adam, to show what the fast
+path adds. Each reports training images/s, the ratio to the article and the share of the
+device's fp32 ceiling, measured in the same run with a large matmul and converted at
+`runners.bench.measure.flops_per_image()` FLOP per image (forward + backward).
 
-Grid mode times N cells x E epochs: ours (stacked, `runners.training.stacked`) against the article's loop
-run once per cell. A grid that would take longer than the budget is extrapolated from measured
-steps, and the output says so.
+Grid mode (`runners.bench.grid`) times N cells x E epochs: ours (stacked) against the article's
+loop run once per cell. `runners.bench.report` formats the result.
 """
 
 from __future__ import annotations
@@ -28,93 +27,37 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
+from runners.bench.grid import run_grid
+from runners.bench.measure import (
+    device_name,
+    flops_per_image,
+    load_average,
+    measure_ceiling,
+    page_faults,
+)
 from runners.config import RunConfig
 from runners.errors import UserError
-
-GRID_ESTIMATORS = ("hardtanh", "identity", "saturated", "sigmoid")  # the four required names
-
-
-# --------------------------------------------------------------------------- FLOPs, ceiling
-
-
-def conv_macs(model: torch.nn.Module, shape: tuple[int, ...] = (1, 1, 28, 28)) -> int:
-    """Multiply-accumulates of the model's (transposed) convolutions for one input of `shape`.
-
-    Conventions: a Conv2d costs out_elements · (Cin/groups) · kh · kw; a ConvTranspose2d costs
-    in_elements · (Cout/groups) · kh · kw (every input element meets the whole kernel, also the
-    part its padding crops later). BatchNorm, activations and the loss are not counted.
-    """
-    total = 0
-
-    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = module.kernel_size
-        if isinstance(module, torch.nn.ConvTranspose2d):
-            per = module.out_channels // module.groups * kh * kw
-            total += inputs[0].numel() * per
-        else:
-            total += out.numel() * (module.in_channels // module.groups) * kh * kw
-
-    convs = [
-        m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
-    ]
-    handles = [m.register_forward_hook(hook) for m in convs]
-    try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            model(torch.zeros(shape, device=next(model.parameters()).device))
-            model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
-
-
-def flops_per_image(model: torch.nn.Module | None = None) -> float:
-    """Training FLOP per image: 2 · MACs forward, times 3 for forward + backward (input and
-    weight gradients). The article's model: 30.7M MACs, 0.184 GFLOP."""
-    if model is None:
-        from runners.training.model import BinaryAutoencoder
-
-        model = BinaryAutoencoder()
-    return 3 * 2 * conv_macs(model)
-
-
-def measure_ceiling(device: torch.device, seconds: float = 1.0, size: int | None = None) -> float:
-    """Best fp32 GFLOP/s of a square matmul on `device` over ~`seconds` (TF32 off on CUDA)."""
-    size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    with _tf32(False):
-        a @ b  # warm-up (kernel choice, memory)
-        best, end = 0.0, time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            start, count = time.perf_counter(), 0
-            while count < 3 or time.perf_counter() - start < seconds / 4:
-                a @ b
-                count += 1
-                _sync(device)
-            best = max(best, 2 * size**3 * count / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-@contextlib.contextmanager
-def _tf32(enabled: bool) -> Iterator[None]:
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
+from runners.speed import layers
+from runners.training.data import (
+    MNIST_FILES,
+    batch_bounds,
+    epoch_permutation,
+    get_batch,
+    load_arrays,
+    prepare_data,
+    resolve_data_root,
+)
+from runners.training.evaluate import autocast_context
+from runners.training.run import (
+    build_model,
+    build_optimizer,
+    derive_seed,
+    resolve_device,
+    train_step,
+)
 
 # --------------------------------------------------------------------------- data, article loop
 
@@ -142,14 +85,10 @@ def bench_data(data_root: str | None) -> Iterator[tuple[str, str]]:
     mnist-mini is written to a temporary folder as the four IDX files torchvision reads, so the
     article's loop reads it through its own unchanged `datasets.MNIST`.
     """
-    from runners.training.data import MNIST_FILES, resolve_data_root
-
     root = resolve_data_root(data_root)
     if all((root / "MNIST" / "raw" / name).is_file() for name in MNIST_FILES):
         yield "mnist", str(root)
         return
-    from runners.training.data import load_arrays
-
     train, test = load_arrays("mnist-mini")
     with tempfile.TemporaryDirectory(prefix="ste-bench-") as tmp:
         raw = Path(tmp) / "MNIST" / "raw"
@@ -161,8 +100,6 @@ def bench_data(data_root: str | None) -> Iterator[tuple[str, str]]:
 
 
 def _write_idx(path: Path, array: Any, dims: int) -> None:
-    import numpy as np
-
     header = bytes([0, 0, 8, dims]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
@@ -176,16 +113,13 @@ class OursLoop:
     Args:
         config: the run (dataset, device, precision...).
         data: `runners.training.data.RunData` on the device.
-        plain: without the fast path of `runners.speed.layers` (plain nn layers, torch's default Adam):
-            the reference row that shows what the fast path adds.
+        plain: without the fast path of `runners.speed.layers` (plain nn layers, torch's default
+            Adam): the reference row that shows what the fast path adds.
     """
 
     def __init__(
         self, config: RunConfig, data: Any, device: torch.device, plain: bool = False
     ) -> None:
-        from runners.training.data import batch_bounds
-        from runners.training.run import build_model, build_optimizer, derive_seed
-
         self.config, self.data, self.device = config, data, device
         self.model = build_model(config, device, fast=not plain)
         self.optimizer = build_optimizer(config, self.model, fast=not plain)
@@ -196,13 +130,9 @@ class OursLoop:
 
     def steps(self, n: int) -> float:
         """Train n steps; the wall time in seconds (ends with a device sync)."""
-        from runners.training.data import epoch_permutation, get_batch
-        from runners.training.evaluate import autocast_context
-        from runners.training.run import _torch_settings, train_step
-
         images = self.data.train.images
         autocast = lambda: autocast_context(self.config.precision, self.device)  # noqa: E731
-        with _torch_settings(self.config, self.device):
+        with deterministic_on_cpu(self.device):
             start = time.perf_counter()
             for _ in range(n):
                 if self.position == len(self.bounds):
@@ -215,6 +145,23 @@ class OursLoop:
                 self.images += end - begin
             loss.item()
             return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def deterministic_on_cpu(device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms on the CPU for the block, as `train_run` trains; restored after.
+
+    The bench sets torch's thread count once for every loop (--threads), so unlike a run's
+    settings this leaves the count alone.
+    """
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        if torch.are_deterministic_algorithms_enabled() != before:
+            torch.use_deterministic_algorithms(before)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -237,13 +184,10 @@ def run_bench(
     subsets: tuple[int | None, int | None] = (None, None),
     log: Any = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns a JSON-ready result (see `format_report`).
+    """Run the benchmark; returns a JSON-ready result (see `runners.bench.report`).
 
     `subsets` (train, test) shrinks the grid's cells (tests); the loops always see all images.
     """
-    from runners.training.data import prepare_data
-    from runners.training.run import resolve_device
-
     if steps < 1 or rounds < 1 or warmup < 0:
         raise UserError("--steps and --rounds must be >= 1")
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -253,9 +197,9 @@ def run_bench(
     article, where = article_module(article_path)
     result: dict[str, Any] = {
         "device": str(resolved),
-        "device_name": _device_name(resolved),
+        "device_name": device_name(resolved),
         "threads": torch.get_num_threads(),
-        "load_average": _load_average(),
+        "load_average": load_average(),
         "torch": torch.__version__,
         "steps_per_round": steps,
         "rounds": rounds,
@@ -273,10 +217,8 @@ def run_bench(
                            data_root=root if dataset == "mnist" else None)  # fmt: skip
         data = prepare_data(dataset, None, None, resolved, config.data_root)
         result.update(dataset=dataset, train_images=len(data.train))
-        from runners.speed import layers as fast
-
-        result["malloc_tuned_before"] = fast._MALLOC["tuned"] is True  # e.g. an earlier run here
-        with fast.defer_malloc_tuning():  # first as the article's script runs: glibc defaults
+        result["malloc_tuned_before"] = layers.malloc_tuned()  # e.g. an earlier run here
+        with layers.defer_malloc_tuning():  # first as the article's script runs: glibc defaults
             loops: dict[str, Any] = {}
             if article is not None:
                 loops["article"] = article.ArticleLoop(str(resolved), root)
@@ -284,7 +226,7 @@ def run_bench(
             loops["ours"] = OursLoop(config, data, resolved)
             log(f"alternating {', '.join(loops)}: {rounds} rounds of {steps} steps on {dataset}")
             table = _loop_table(_alternate(loops, steps, rounds, warmup), ceiling / gflop)
-        if resolved.type == "cpu" and fast.tune_cpu_malloc():
+        if resolved.type == "cpu" and layers.tune_cpu_malloc():
             # Process-wide and irreversible, so measured after the rest, interleaved again.
             tuned = {
                 f"{name}, malloc tuned": loops[name]
@@ -292,7 +234,8 @@ def run_bench(
                 if name in loops
             }
             log(
-                f"tuned glibc malloc (runners.speed.layers.tune_cpu_malloc); alternating {', '.join(tuned)}"
+                "tuned glibc malloc (runners.speed.layers.tune_cpu_malloc); "
+                f"alternating {', '.join(tuned)}"
             )
             base = table.get("article", {}).get("images_per_s")
             second = _loop_table(_alternate(tuned, steps, rounds, 1), ceiling / gflop, base)
@@ -303,8 +246,6 @@ def run_bench(
             table.update(second)
         result["loops"] = table
         if grid is not None:
-            from runners.bench.grid import run_grid
-
             cells = config.replace(train_subset=subsets[0], test_subset=subsets[1])
             if subsets != (None, None):
                 data = prepare_data(dataset, *subsets, resolved, config.data_root)
@@ -322,20 +263,10 @@ def _alternate(loops: dict[str, Any], steps: int, rounds: int, warmup: int) -> d
     times: dict[str, list[tuple[float, int, int]]] = {name: [] for name in loops}
     for _ in range(rounds):
         for name, loop in loops.items():
-            before, faults = loop.images, _page_faults()
+            before, faults = loop.images, page_faults()
             seconds = loop.steps(steps)
-            times[name].append((seconds, loop.images - before, _page_faults() - faults))
+            times[name].append((seconds, loop.images - before, page_faults() - faults))
     return times
-
-
-def _page_faults() -> int:
-    """Minor page faults of this process so far (0 where getrusage is missing)."""
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    except (ImportError, OSError):
-        return 0
 
 
 def _loop_table(
@@ -359,72 +290,3 @@ def _loop_table(
     for row in table.values():
         row["vs_article"] = row["images_per_s"] / base if base else None
     return table
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return f"cpu ({os.cpu_count()} CPUs)"
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-# --------------------------------------------------------------------------- report
-
-
-def format_report(result: dict[str, Any]) -> str:
-    """The human-readable tables of a `run_bench` result."""
-    load = result.get("load_average")
-    lines = [
-        f"device {result['device']} ({result['device_name']}), {result['threads']} threads, "
-        f"torch {result['torch']}, load average {' '.join(map(str, load)) if load else 'n/a'}",
-        f"data: {result['dataset']} ({result['train_images']} training images), "
-        f"{result['precision']}, {result['rounds']} rounds x {result['steps_per_round']} steps "
-        "per loop, interleaved",
-        f"fp32 ceiling: {result['ceiling_gflops']:.0f} GFLOP/s (matmul) = "
-        f"{result['ceiling_images_per_s']:.0f} images/s at {result['gflop_per_image']:.3f} "
-        "GFLOP/image (forward + backward)",
-        f"article loop: {result['article_loop']}",
-        "",
-        f"{'loop':<24} {'images/s':>9} {'min-max':>15} {'vs article':>11} {'of ceiling':>11} "
-        f"{'page faults/step':>17}",
-    ]
-    for name, row in sorted(result["loops"].items(), key=lambda item: _row_order(item[0])):
-        ratio = f"{row['vs_article']:.2f}x" if row["vs_article"] else "n/a"
-        spread = f"{row['min']:.0f}-{row['max']:.0f}"
-        lines.append(
-            f"{name:<24} {row['images_per_s']:>9.0f} {spread:>15} {ratio:>11} "
-            f"{row['share_of_ceiling']:>10.0%} {row.get('page_faults_per_64_images', 0):>17.0f}"
-        )
-    tuned = [row for name, row in result["loops"].items() if name.endswith("malloc tuned")]
-    if tuned and "vs_article_same_malloc" in tuned[-1]:
-        lines.append(
-            "  (malloc tuned: after runners.speed.layers.tune_cpu_malloc(), run after the rows above; "
-            f"vs the article with the same malloc: {tuned[-1]['vs_article_same_malloc']:.2f}x)"
-        )
-    if result.get("malloc_tuned_before"):
-        lines.append("  (malloc was already tuned in this process: every row ran tuned)")
-    grid = result.get("grid")
-    if grid:
-        from runners.bench.grid import format_grid
-
-        lines += ["", *format_grid(grid)]
-    return "\n".join(lines)
-
-
-def _row_order(name: str) -> tuple[bool, int, str]:
-    """Report rows: the article, ours with plain layers, ours; the malloc-tuned rows after."""
-    base = name.removesuffix(", malloc tuned")
-    known = ("article", "ours, plain layers", "ours")
-    return name != base, known.index(base) if base in known else len(known), name

@@ -8,13 +8,16 @@ The CLI is the one place that joins `runners` (the spec: which cells to expect) 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runners.errors import UserError
+from runners.grids.spec import load_spec
+
+# `analysis` (pandas, scipy, matplotlib: seconds to import) is imported inside each command, so
+# that `ste-ablate --help` and the other commands do not pay for it.
 
 DEFAULT_STORE = "ste-store"
 DEFAULT_MANIFEST = "paper/figures.yaml"
@@ -129,7 +132,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from analysis.load import StoreError, scan_store
     from analysis.snapshot import write_snapshot
 
-    spec = _load_spec(args.spec, None if args.wandb_project else args.store)
+    spec = _load_spec(args.spec)
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
@@ -180,7 +183,7 @@ def _analyze(args: argparse.Namespace) -> int:
                 snap_spec.get("path"),
             )
             if args.spec:
-                given = _load_spec(args.spec, None)
+                given = _load_spec(args.spec)
                 if spec.sha256 and given.sha256 != spec.sha256:
                     print(
                         f"ste-ablate: warning: {args.spec} differs from the spec the snapshot was "
@@ -193,7 +196,7 @@ def _analyze(args: argparse.Namespace) -> int:
             if not args.spec:
                 raise UserError("give a SPEC (or --snapshot FILE)")
             store = args.store or DEFAULT_STORE
-            spec = _load_spec(args.spec, store)
+            spec = _load_spec(args.spec)
             _check_store(store)
             data = scan_store(store, spec.cells, axes=spec.axes)
             spec.extra["source"] = data.source
@@ -246,38 +249,13 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(path: str, store: str | None) -> _Spec:
-    """The spec's name, hash, axes and expected cells (runners.grids.spec when it is there)."""
+def _load_spec(path: str) -> _Spec:
+    """The spec's name, hash, axes and expected cells."""
     spec_path = Path(path)
     if not spec_path.is_file():
         raise UserError(f"spec {path} not found")
-    try:
-        from runners.grids.spec import load_spec
-    except ImportError:
-        load_spec = None
-    if load_spec is not None:
-        spec = load_spec(spec_path)
-        return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells))
-    # Fallback before runners.grids.spec existed: the spec index `ste-ablate run` wrote.
-    import yaml
-
-    raw = spec_path.read_bytes()
-    try:
-        name = (yaml.safe_load(raw) or {}).get("name")
-    except (yaml.YAMLError, AttributeError):
-        name = None
-    if not isinstance(name, str):
-        raise UserError(f"spec {path} has no name")
-    sha = hashlib.sha256(raw).hexdigest()
-    if store is None:
-        return _Spec(name, sha, str(spec_path))
-    from analysis.load import StoreError, read_spec_index
-
-    try:
-        index = read_spec_index(store, name)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    return _Spec(name, sha, str(spec_path), index.get("axes"), index["cells"])
+    spec = load_spec(spec_path)
+    return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells))
 
 
 def _check_store(store: str) -> None:

@@ -1,4 +1,4 @@
-"""`ste-ablate bench`: images/s of the article's training loop against ours (see runners.bench.loops)."""
+"""`ste-ablate bench`: images/s of the article's training loop against ours (`runners.bench`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from runners.bench.loops import run_bench
+from runners.bench.report import format_report
 from runners.errors import UserError
 
 _EPILOG = """\
@@ -63,8 +65,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, bench, print."""
-    from runners.bench.loops import format_report, run_bench
-
     if args.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got {args.precision!r}")
     if args.stack and not args.grid:

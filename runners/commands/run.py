@@ -1,4 +1,4 @@
-"""`ste-ablate run SPEC` (train a grid's missing cells) and `ste-ablate status SPEC` (its state).
+"""`ste-ablate run SPEC`: train a grid's missing cells, here or on SLURM.
 
 `run` validates the whole spec first (exit 2, nothing written, on any problem), writes the spec
 index STORE/specs/<name>.json, then runs only the cells that are not final: completed and
@@ -12,24 +12,26 @@ signal N (130 for Ctrl-C, 143 for SIGTERM), the cell in training checkpointed as
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from runners.errors import UserError
+from runners.commands import run_slurm
+from runners.commands.grid_table import add_spec_and_store, print_cells
 from runners.executors.cells import CellTask
+from runners.executors.display import ProgressOptions
+from runners.executors.local import local_executor, plan_workers
 from runners.grids.spec import Cell, Spec, load_spec
 from runners.store import cells as run_store
 from runners.store.atomic import atomic_write_json
 from runners.tracking.wandb_tracker import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
-
-DEFAULT_STORE = "ste-store"
+from runners.training.data import load_arrays
+from runners.training.run import resolve_device
+from runners.training.stacked import auto_stack
 
 _RUN_EPILOG = """\
 examples:
@@ -62,7 +64,7 @@ exit codes: 0 every cell completed; 1 some cell failed, diverged or is still run
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``run`` and ``status`` commands."""
+    """Add the ``run`` command."""
     run = subparsers.add_parser(
         "run",
         help="run an ablation grid (only its missing or unfinished cells)",
@@ -71,7 +73,7 @@ def register(subparsers: Any) -> None:
         epilog=_RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_spec_and_store(run)
+    add_spec_and_store(run)
     run.add_argument(
         "--workers",
         type=_workers,
@@ -130,38 +132,15 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument(
         "--executor",
-        choices=("local", "slurm") if _slurm() else ("local",),
+        choices=("local", "slurm"),
         default="local",
         help="where cells run (default: local)",
     )
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bars, only one line per cell"
     )
-    slurm = _slurm()
-    if slurm is not None:
-        slurm.add_arguments(run)
+    run_slurm.add_arguments(run)
     run.set_defaults(func=cmd_run)
-
-    status = subparsers.add_parser(
-        "status",
-        help="table of a grid's cells and their state",
-        description="Show every cell of a spec with its state in the store (completed, failed, "
-        "diverged, running, interrupted, missing), epochs done and final test MSE.",
-    )
-    _add_spec_and_store(status)
-    status.set_defaults(func=cmd_status)
-
-
-def _add_spec_and_store(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "spec", metavar="SPEC", help="the grid's YAML file, e.g. ablations/quickstart.yaml"
-    )
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        default=os.environ.get("STE_STORE", DEFAULT_STORE),
-        help=f"run store folder (default: $STE_STORE or {DEFAULT_STORE!r})",
-    )
 
 
 def _at_least_one(flag: str, what: str) -> Any:
@@ -192,28 +171,16 @@ def spec_stack(cells: list[Cell]) -> int | None:
 def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
     """How many cells train together, and why: --stack, else the spec's, else automatic.
 
-    Automatic (`runners.training.stacked.auto_stack`): 1 on the CPU; on a GPU the cells each worker gets,
-    at most 32.
+    Automatic (`runners.training.stacked.auto_stack`): 1 on the CPU; on a GPU the cells each
+    worker gets, at most 32.
     """
     if requested is not None:
         return requested, "--stack"
     given = spec_stack(todo)
     if given is not None:
         return given, "spec"
-    from runners.training.stacked import auto_stack
-
     per_worker = -(-len(todo) // max(1, workers))
     return auto_stack(todo[0].config.device, per_worker), "automatic"
-
-
-def _slurm() -> ModuleType | None:
-    """runners.executors.slurm when it exists (the SLURM executor is optional)."""
-    try:
-        return importlib.import_module("runners.executors.slurm")
-    except ModuleNotFoundError as exc:
-        if exc.name == "runners.executors.slurm":
-            return None
-        raise
 
 
 # ----------------------------------------------------------------------------- run
@@ -237,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"{spec.name}: {len(cells)} cells ({' x '.join(spec.axes)}); store {store}")
     if args.dry_run:
-        _print_cells(spec, cells, states, action=True)
+        print_cells(spec, cells, states, action=True)
         tally = Counter(states[c.run_id] for c in todo)
         what = ", ".join(f"{n} {s}" for s, n in sorted(tally.items()))
         print(
@@ -246,9 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
 
-    slurm = _slurm() if args.executor == "slurm" else None
-    if slurm is not None and hasattr(slurm, "preflight"):
-        slurm.preflight(args)  # sbatch present, options valid: before anything is written
+    # sbatch present, options valid: checked before anything is written.
+    slurm = run_slurm.preflight(args) if args.executor == "slurm" else None
     _preflight(todo, check_device=slurm is None)  # GPUs are on the compute nodes, not here
     atomic_write_json(store / "specs" / f"{spec.name}.json", spec.index())
     print(f"{len(todo)} to run, {done} already final, {len(busy)} running elsewhere")
@@ -263,12 +229,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if slurm is not None:
         # The compute nodes' GPUs are not visible here: --stack, else the spec's, else the
-        # SLURM options decide (runners.executors.slurm.SlurmOptions.stack_size).
-        if args.stack is None:
-            args.stack = spec_stack(todo)
-        return int(slurm.submit(tasks, args, store))
-
-    from runners.executors.local import plan_workers, run_cells
+        # SLURM options decide (SlurmOptions.stack_size).
+        stack = args.stack if args.stack is not None else spec_stack(todo)
+        return run_slurm.run_on_slurm(
+            tasks, replace(slurm, stack=stack), store, wait=args.wait, spec_arg=args.spec
+        )
 
     workers, devices = plan_workers(args.workers, todo[0].config.device)
     stack, why = stack_size(args.stack, todo, workers)
@@ -287,16 +252,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.no_progress:
         tasks = [replace(t, progress=False) for t in tasks]
     started = time.perf_counter()
-    outcome = run_cells(
-        tasks,
-        workers=workers,
-        devices=devices,
-        total=len(cells),
-        done_before=done,
-        show_progress=False if args.no_progress else None,
-        stack=stack,
-        stack_mode=args.stack_mode,
+    progress = ProgressOptions(
+        total=len(cells), done_before=done, show=False if args.no_progress else None
     )
+    executor = local_executor(
+        workers, devices, stack=stack, stack_mode=args.stack_mode, progress=progress
+    )
+    outcome = executor.run(tasks)
     if wandb.mode == "offline":
         where = Path(os.environ.get("WANDB_DIR") or wandb.directory or ".") / "wandb"
         print(f"W&B runs are offline; upload them with: wandb sync {where}/offline-run-*")
@@ -314,9 +276,6 @@ def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
 
 def _preflight(todo: list[Cell], *, check_device: bool = True) -> None:
     """Fail before writing anything when the device or the data is not there (UserError)."""
-    from runners.training.data import load_arrays
-    from runners.training.run import resolve_device
-
     if check_device:
         for device in sorted({c.config.device for c in todo}):
             resolve_device(device)
@@ -358,70 +317,3 @@ def _finish(
             file=sys.stderr,
         )
     return 1
-
-
-# ----------------------------------------------------------------------------- status
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """`ste-ablate status`: print the table; exit 0 (2 on a bad spec)."""
-    spec = load_spec(args.spec)
-    store = Path(args.store)
-    infos = {c.run_id: run_store.cell_info(run_store.run_dir(store, c.run_id)) for c in spec.cells}
-    slurm_states: dict[str, str] | None = None
-    slurm = _slurm()
-    if slurm is not None and hasattr(slurm, "slurm_states"):
-        try:
-            slurm_states = slurm.slurm_states(store, spec)
-        except UserError:
-            raise
-        except Exception as exc:  # sacct/squeue missing or failing: the store's view still shows
-            print(f"ste-ablate: warning: no SLURM states ({exc})", file=sys.stderr)
-    print(f"{spec.name}: {len(spec.cells)} cells ({' x '.join(spec.axes)}); store {store}")
-    _print_cells(spec, spec.cells, {k: v.state for k, v in infos.items()}, infos, slurm_states)
-    tally = Counter(info.state for info in infos.values())
-    print(", ".join(f"{n} {s}" for s, n in sorted(tally.items())))
-    return 0
-
-
-def _print_cells(
-    spec: Spec,
-    cells: list[Cell],
-    states: dict[str, str],
-    infos: dict[str, run_store.CellInfo] | None = None,
-    slurm_states: dict[str, str] | None = None,
-    *,
-    action: bool = False,
-) -> None:
-    headers = ["run_id", *spec.axes, "state"]
-    if infos is not None:
-        headers += ["epochs", "test_mse"]
-    if slurm_states is not None:
-        headers.append("slurm")
-    if action:
-        headers.append("action")
-    rows = []
-    for cell in cells:
-        state = states[cell.run_id]
-        row = [cell.run_id, *(_show(cell.factors[a]) for a in spec.axes), state]
-        if infos is not None:
-            summary = infos[cell.run_id].summary or {}
-            mse = summary.get("test_mse")
-            epochs = summary.get("epochs_done")
-            row += [
-                "" if epochs is None else str(epochs),
-                f"{mse:.5f}" if isinstance(mse, float) else "-",
-            ]
-        if slurm_states is not None:
-            row.append(slurm_states.get(cell.run_id, "-"))
-        if action:
-            final = state in run_store.FINAL_STATES
-            row.append("skip" if final else "leave (running)" if state == "running" else "run")
-        rows.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for line in [headers, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
-
-
-def _show(value: Any) -> str:
-    return "-" if value is None else str(value)

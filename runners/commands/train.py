@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runners.config import RunConfig, apply_overrides
 from runners.errors import UserError
+from runners.store.cells import run_dir
+from runners.training.run import exit_code, train_run
 
 _EPILOG = """\
 examples:
@@ -108,10 +111,8 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - RunConfig, imported lazily
+def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig that the flags describe (flags left out keep the defaults)."""
-    from runners.config import apply_overrides
-
     overrides: dict[str, Any] = {"pre_threshold_relu": args.pre_threshold_relu}
     for _flag, field, _text in _SWITCHES:
         overrides[field] = getattr(args, field, None)
@@ -130,9 +131,6 @@ def store_root(value: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, train (or resume) the run, print where it is and its final metrics."""
-    from runners.store.cells import run_dir
-    from runners.training.run import exit_code, train_run
-
     config = config_from_args(args)
     store = store_root(args.store)
     summary = train_run(config, store, progress=False if args.quiet else None)

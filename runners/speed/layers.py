@@ -265,6 +265,11 @@ def tune_cpu_malloc() -> bool:
     return ok
 
 
+def malloc_tuned() -> bool:
+    """Whether `tune_cpu_malloc` has tuned this process's malloc."""
+    return _MALLOC["tuned"] is True
+
+
 @contextlib.contextmanager
 def defer_malloc_tuning() -> Iterator[None]:
     """`tune_cpu_malloc` does nothing inside this block (the bench times the article's loop in

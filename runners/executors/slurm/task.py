@@ -1,10 +1,10 @@
 """What runs inside one SLURM array task: a batch of cells, preemption, threads.
 
 `CellBatch` is the callable submitit pickles for each array task. It runs its cells with
-`runners.executors.cells.execute_cell` (the unit of work of every executor), one after another (or, with
-`stack=K`, in stacks of up to K cells through `runners.training.stacked.execute_stack`), with torch's
-thread count taken from SLURM_CPUS_PER_TASK (without CPU binding a task would otherwise use every
-core of the node).
+`runners.executors.cells.execute_cell` (the unit of work of every executor), one after another
+(or, with `stack=K`, in stacks of up to K cells through `runners.training.stacked.execute_stack`),
+with torch's thread count taken from SLURM_CPUS_PER_TASK (without CPU binding a task would
+otherwise use every core of the node).
 
 Preemption and time limits: SLURM sends SIGUSR2 before a task's time limit (submitit's
 `--signal=USR2@...`) and on preemption. The cell in training then checkpoints after its current
@@ -24,6 +24,7 @@ from typing import Any
 import submitit
 
 from runners.executors.cells import CellTask, set_worker_resources, summary_after_interrupt
+from runners.training.stacked import execute_stack, plan_stacks
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -39,19 +40,12 @@ class CellBatch(submitit.helpers.Checkpointable):
         self.mode = mode  # "grouped" / "looped" stacks; None: the device's default
 
     def __call__(self) -> list[dict[str, Any]]:
-        threads = task_threads()
-        set_worker_resources(None, threads)
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        from runners.training.stacked import execute_stack, plan_stacks
-
+        set_worker_resources(None, task_threads())
         summaries = []
         with _Preemption() as preemption:
-            for unit in plan_stacks(self.tasks, getattr(self, "stack", 1)):
+            for unit in plan_stacks(self.tasks, self.stack):
                 try:
-                    done = execute_stack(unit, getattr(self, "mode", None))
+                    done = execute_stack(unit, self.mode)
                 except KeyboardInterrupt:  # a signal outside train_run's own handling
                     done = [summary_after_interrupt(t) for t in unit]
                 for task, summary in zip(unit, done, strict=True):

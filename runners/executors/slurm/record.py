@@ -84,6 +84,15 @@ def latest_tasks(store: str | os.PathLike[str], spec_name: str) -> dict[str, str
     return latest
 
 
+def task_log_folders(store: str | os.PathLike[str], spec_name: str) -> dict[str, str]:
+    """array task ("<array>_<index>") -> the log folder of the submission that made it."""
+    return {
+        task: submission.get("log_folder")
+        for submission in read_record(store, spec_name)["submissions"]
+        for task in (submission.get("cells") or {}).values()
+    }
+
+
 # ----------------------------------------------------------------------------- states
 
 
