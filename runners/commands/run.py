@@ -25,8 +25,8 @@ from typing import Any
 from runners.errors import UserError
 from runners.executors.cells import CellTask
 from runners.grids.spec import Cell, Spec, load_spec
-from runners.store import cells as run_store
-from runners.store.atomic import atomic_write_json
+from runners.store import format as run_store
+from runners.store.format import atomic_write_json
 from runners.tracking.wandb_tracker import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
 
 DEFAULT_STORE = "ste-store"

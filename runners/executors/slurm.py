@@ -42,7 +42,7 @@ from runners.executors.slurm_record import (
     slurm_states,
 )
 from runners.executors.slurm_task import CellBatch
-from runners.store import cells as run_store
+from runners.store import format as run_store
 
 __all__ = ["SlurmOptions", "add_arguments", "preflight", "slurm_states", "submit", "wait_for_cells"]
 DEFAULT_TIME_MIN = 120
