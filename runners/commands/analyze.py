@@ -115,7 +115,7 @@ def register(subparsers: Any) -> None:
         "figures",
         help="regenerate the paper's figures and tables from committed snapshots",
         description="Rebuild every figure and table listed in a manifest from result snapshots, "
-        "without training; byte-identical on rerun. See analysis/figures.py for the format.",
+        "without training; byte-identical on rerun. See analysis/render/figures.py for the format.",
     )
     fig.add_argument(
         "manifest", nargs="?", default=DEFAULT_MANIFEST, help=f"manifest ({DEFAULT_MANIFEST})"
@@ -126,8 +126,9 @@ def register(subparsers: Any) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from analysis.load import StoreError, scan_store
-    from analysis.snapshot import write_snapshot
+    from analysis.sources.snapshot import write_snapshot
+    from analysis.sources.store import scan_store
+    from analysis.sources.table import StoreError
 
     spec = _load_spec(args.spec, None if args.wandb_project else args.store)
     out = Path(args.out)
@@ -135,7 +136,7 @@ def _snapshot(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
     try:
         if args.wandb_project:
-            from analysis.wandb_source import scan_wandb
+            from analysis.sources.wandb_runs import scan_wandb
 
             data = scan_wandb(args.wandb_project, spec.name, args.wandb_entity, cells=spec.cells)
         else:
@@ -155,10 +156,11 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from analysis import metrics
-    from analysis.load import StoreError, scan_store
-    from analysis.report import write_analysis
-    from analysis.snapshot import read_meta, read_snapshot
+    from analysis.render.report import write_analysis
+    from analysis.sources.snapshot import read_meta, read_snapshot
+    from analysis.sources.store import scan_store
+    from analysis.sources.table import StoreError
+    from analysis.stats import metrics
     from analysis.study import StudyConfig, run_study
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -234,8 +236,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from analysis.figures import regenerate
-    from analysis.load import StoreError
+    from analysis.render.figures import regenerate
+    from analysis.sources.table import StoreError
 
     try:
         written = regenerate(args.manifest, out=args.out, only=args.only)
@@ -271,7 +273,8 @@ def _load_spec(path: str, store: str | None) -> _Spec:
     sha = hashlib.sha256(raw).hexdigest()
     if store is None:
         return _Spec(name, sha, str(spec_path))
-    from analysis.load import StoreError, read_spec_index
+    from analysis.sources.store import read_spec_index
+    from analysis.sources.table import StoreError
 
     try:
         index = read_spec_index(store, name)
