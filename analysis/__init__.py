@@ -1,10 +1,11 @@
 """Analysis side of ste-ablations: reads the run store (or W&B), statistics, figures, reports.
 
-Never imports training code: the run store's file format is the contract (docs/architecture.md).
+Never imports training code: of `runners` it imports only `runners.store.format`, the run store's
+file format, which is the contract between the two (docs/architecture.md).
 
-Modules: `load` (run store → tidy table), `tidy` (the table itself), `wandb_source` (W&B → the
-same table), `snapshot` (frozen tables), `metrics` (directions), `stats` (+ `omnibus`,
-`planning`; numpy and scipy only), `study` (one comparison's numbers), `style`, `plots`
-(+ `plots_runs`), `tables`, `figures` (named figures, the paper manifest), `report` (the
-`analyze` outputs), `io` (atomic writes).
+Data flows `sources` → `study` → `render`, with `stats` underneath:
+`sources` (`table`: the tidy table; `store`, `wandb_runs`: a run store or a W&B project → that
+table; `snapshot`: the table frozen in a file), `stats` (`summary`, `pairwise`, `omnibus`,
+`planning`, `metrics`: numpy and scipy only, no plotting), `study` (one comparison's numbers),
+`render` (`style`, `plots`, `plots_runs`, `tables`, `figures`, `report`).
 """

@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import stats
-from analysis.load import STATUSES, StoreError, StudyData
-from analysis.metrics import direction as metric_direction
+from analysis.sources.table import STATUSES, StoreError, StudyData
+from analysis.stats import planning
+from analysis.stats.metrics import direction as metric_direction
+from analysis.stats.omnibus import omnibus
+from analysis.stats.pairwise import pairwise as pairwise_comparisons
+from analysis.stats.summary import N_RESAMPLES, summarize
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,12 @@ class StudyConfig:
     """Settings of one comparison (all written into the report's methods paragraph)."""
 
     metric: str = "test_mse"
-    direction: str | None = None  # None: from analysis.metrics
+    direction: str | None = None  # None: from analysis.stats.metrics
     design: str = "auto"  # auto | paired | unpaired
     correction: str = "holm"  # holm | bh
     alpha: float = 0.05
     confidence: float = 0.95
-    n_resamples: int = stats.N_RESAMPLES
+    n_resamples: int = N_RESAMPLES
     seed: int = 0
     power: float = 0.8
     target_diff: float | None = None  # seed planner: also plan for this absolute difference
@@ -127,14 +130,14 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
         cond: final[final["condition"] == cond].set_index("seed")["value"].astype(float)
         for cond in order
     }
-    summary = stats.summarize(
+    summary = summarize(
         {c: v.to_numpy() for c, v in values.items()},
         seed=config.seed,
         confidence=config.confidence,
         n_resamples=config.n_resamples,
     )
     summary = _add_counts(summary, cells)
-    pairwise = stats.pairwise(
+    pairwise = pairwise_comparisons(
         values,
         lower_is_better=lower,
         design=config.design,
@@ -144,7 +147,7 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
         confidence=config.confidence,
         n_resamples=config.n_resamples,
     )
-    omni = stats.omnibus(values, lower_is_better=lower, design=config.design, alpha=config.alpha)
+    omni = omnibus(values, lower_is_better=lower, design=config.design, alpha=config.alpha)
     summary["avg_rank"] = summary["condition"].map(omni["average_ranks"]).astype(float)
     summary["best"] = _best(summary, lower)
     warnings = _partial_warnings(cells)
@@ -197,7 +200,7 @@ def _plan(pairwise: pd.DataFrame, config: StudyConfig, warnings: list[str]) -> d
     n_seeds = int(paired["n_pairs"].max()) if len(paired) else 0
     if len(paired):
         warnings.extend(
-            stats.significance_warnings(
+            planning.significance_warnings(
                 n_seeds, comparisons=family, alpha=config.alpha, design="paired"
             )
         )
@@ -209,14 +212,14 @@ def _plan(pairwise: pd.DataFrame, config: StudyConfig, warnings: list[str]) -> d
         )
     if not pairwise.empty:
         pairwise["seeds_needed"] = [
-            stats.seeds_needed(
+            planning.seeds_needed(
                 d, s, alpha=config.alpha, power=config.power, comparisons=max(family, 1)
             )
             for d, s in zip(pairwise["diff"], pairwise["sd_diff"], strict=True)
         ]
         if config.target_diff is not None:
             pairwise["seeds_needed_target"] = [
-                stats.seeds_needed(
+                planning.seeds_needed(
                     config.target_diff,
                     s,
                     alpha=config.alpha,
@@ -229,8 +232,8 @@ def _plan(pairwise: pd.DataFrame, config: StudyConfig, warnings: list[str]) -> d
         "comparisons": m,
         "correction": config.correction,
         "n_paired_seeds": n_seeds,
-        "min_wilcoxon_p": stats.min_wilcoxon_p(n_seeds) if n_seeds else None,
-        "min_seeds_for_significance": stats.min_seeds_for_significance(
+        "min_wilcoxon_p": planning.min_wilcoxon_p(n_seeds) if n_seeds else None,
+        "min_seeds_for_significance": planning.min_seeds_for_significance(
             config.alpha, max(family, 1)
         ),
         "power": config.power,

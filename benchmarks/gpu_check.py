@@ -119,8 +119,7 @@ def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
 
 def _stack_check(out: Path, device: str, quick: bool) -> None:
     from runners.config import RunConfig
-    from runners.store.atomic import read_jsonl
-    from runners.store.cells import run_dir
+    from runners.store.format import read_jsonl, run_dir
     from runners.training.run import train_run
     from runners.training.stacked import train_stacked
 

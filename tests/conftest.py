@@ -38,7 +38,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, P
 
     Read-only: tests that modify a run copy it first (see `copy_run`).
     """
-    from runners.store.cells import run_dir
+    from runners.store.format import run_dir
     from runners.training.run import train_run
 
     config = RunConfig.from_dict({**TINY, "epochs": 2})

@@ -1,4 +1,4 @@
-"""analysis.load / tidy / snapshot / wandb_source on synthetic stores (SYNTHETIC TEST DATA)."""
+"""analysis.sources (store, table, snapshot, W&B) on synthetic stores (SYNTHETIC TEST DATA)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,10 @@ import pandas as pd
 import pytest
 from analysis_synth import make_store
 
-from analysis.load import (
-    BASE_COLUMNS,
-    StoreError,
-    load_bit_rates,
-    load_store,
-    read_spec_index,
-    scan_store,
-)
-from analysis.snapshot import meta_path, read_snapshot, write_snapshot
-from analysis.tidy import build_table, parse_estimator
-from analysis.wandb_source import record_from_wandb
+from analysis.sources.snapshot import meta_path, read_snapshot, write_snapshot
+from analysis.sources.store import load_bit_rates, load_store, read_spec_index, scan_store
+from analysis.sources.table import BASE_COLUMNS, StoreError, build_table, parse_estimator
+from analysis.sources.wandb_runs import record_from_wandb
 
 
 @pytest.fixture
@@ -222,3 +215,13 @@ def test_wandb_source_without_credentials_is_one_clean_error(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("ste-ablate: error: cannot use the W&B API for p")
     assert not (tmp_path / "w.csv").exists()
+
+
+def test_analysis_imports_only_the_store_format_of_runners():
+    code = (
+        "import sys, analysis.sources.store, analysis.sources.snapshot, analysis.study, "
+        "analysis.render.report; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('runners', 'torch')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['runners', 'runners.store', 'runners.store.format']"

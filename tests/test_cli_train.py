@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runners.cli import main
-from runners.store import cells as st
+from runners.store import format as st
 
 TINY_FLAGS = ["--dataset", "mnist-mini", "--train-subset", "128", "--test-subset", "64",
               "--epochs", "1", "--device", "cpu", "--num-threads", "1"]  # fmt: skip

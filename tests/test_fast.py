@@ -214,8 +214,7 @@ def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
     # precision; the run completes with its own store entry. Slow: compiling takes ~a minute.
     import shutil
 
-    from runners.store.atomic import read_jsonl
-    from runners.store.cells import run_dir
+    from runners.store.format import read_jsonl, run_dir
     from runners.training.run import train_run
 
     config = tiny_config(epochs=1, train_subset=128)
@@ -257,7 +256,7 @@ def test_resuming_keeps_the_optimizers_own_kernel():
 def test_cuda_graph_flag_on_the_cpu_warns_and_trains_like_eager(tmp_path, tiny_config):
     # The flag's whole path (config -> RunLoop -> TrainStep) runs here; the capture itself
     # needs CUDA, so it falls back with a warning and the run equals the plain one bit for bit.
-    from runners.store.cells import run_dir
+    from runners.store.format import run_dir
     from runners.training.run import train_run
 
     config = tiny_config(epochs=1, train_subset=128)

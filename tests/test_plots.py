@@ -1,4 +1,4 @@
-"""analysis.plots and analysis.style: figures returned (never shown), stable colours, and
+"""analysis.render.plots, plots_runs and style: figures returned (never shown), stable colours, and
 deterministic files (SYNTHETIC TEST DATA)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from analysis import plots, style
+from analysis.render import plots, plots_runs, style
 
 
 def _final(seed: int = 0) -> pd.DataFrame:
@@ -81,8 +81,8 @@ def _draw_all(ax=None) -> list[Figure]:
             sty=sty,
             ax=ax,
         ),  # fmt: skip
-        plots.reconstructions({c: image for c in sty.order}, ax=ax),
-        plots.bit_rates(bits, sty=sty, ax=ax),
+        plots_runs.reconstructions({c: image for c in sty.order}, ax=ax),
+        plots_runs.bit_rates(bits, sty=sty, ax=ax),
     ]
 
 
@@ -132,11 +132,11 @@ def test_save_writes_each_format(tmp_path):
 
 def test_surrogates_from_the_registry():
     pytest.importorskip("ste_variants")
-    fig = plots.surrogates({"identity": "identity", "sigmoid(beta=4)": "sigmoid(beta=4)"})
+    fig = plots_runs.surrogates({"identity": "identity", "sigmoid(beta=4)": "sigmoid(beta=4)"})
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     sig = lines["sigmoid(beta=4)"]
     x, y = sig.get_xdata(), sig.get_ydata()
     assert y[np.argmin(np.abs(x))] == pytest.approx(1.0, abs=1e-6)  # β σ'(0) = β/4 = 1
     assert np.trapezoid(y, x) == pytest.approx(1.0, abs=1e-3)  # area 1 (0/1 step)
-    bogus = plots.surrogates({"nope": "no_such_estimator"})
+    bogus = plots_runs.surrogates({"nope": "no_such_estimator"})
     assert "n/a" in bogus.axes[0].get_legend().get_texts()[0].get_text()

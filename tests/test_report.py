@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from analysis_synth import make_store, spec_cells
 
+from analysis.render.figures import load_manifest
 from runners.cli import main
 
 SPEC = """\
@@ -198,8 +199,6 @@ def test_figures_from_a_manifest_are_byte_identical(analyzed, tmp_path, capsys):
 
 
 def test_paper_manifest_is_valid():
-    from analysis.figures import load_manifest
-
     root = Path(__file__).resolve().parents[1]
     doc = load_manifest(root / "paper" / "figures.yaml")
     assert doc["items"] and all(i["snapshot"] in doc["snapshots"] for i in doc["items"])

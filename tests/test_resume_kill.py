@@ -19,8 +19,8 @@ import torch
 
 from runners.executors.cells import CellTask, execute_cell
 from runners.grids.spec import load_spec
-from runners.store import cells as run_store
-from runners.store.atomic import read_jsonl
+from runners.store import format as run_store
+from runners.store.format import read_jsonl
 from runners.tracking.wandb_tracker import wandb_run_id
 
 TIMING = ("epoch_time_s", "images_per_s")

@@ -14,8 +14,8 @@ import pytest
 from runners.cli import main
 from runners.commands.run import stack_size
 from runners.grids.spec import load_spec
-from runners.store import cells as run_store
-from runners.store.atomic import read_json
+from runners.store import format as run_store
+from runners.store.format import read_json
 
 TINY_BASE = (
     "base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "

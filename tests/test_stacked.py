@@ -19,8 +19,8 @@ from runners.speed.grouped import (
     stack_optimizer_state,
     unstack_optimizer_state,
 )
-from runners.store import cells as st
-from runners.store.atomic import read_json, read_jsonl
+from runners.store import format as st
+from runners.store.format import read_json, read_jsonl
 from runners.tracking.wandb_tracker import Tracker
 from runners.training.metrics import strip_timing
 from runners.training.model import BinaryAutoencoder

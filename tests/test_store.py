@@ -1,4 +1,4 @@
-"""The run store: summary validation, derived cell states, checkpoints, the per-cell lock."""
+"""The run store: its format (summary validation, derived cell states), checkpoints, the lock."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from runners.store import cells as st
-from runners.store.atomic import atomic_write_json
+from runners.store import format as st
+from runners.store.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from runners.store.format import atomic_write_json
+from runners.store.lock import cell_lock
+from runners.store.provenance import write_config
 from runners.training.run import CellBusyError, train_run
 
 HOLD_LOCK = """
 import sys
-from runners.store.cells import cell_lock
+from runners.store.lock import cell_lock
 with cell_lock(sys.argv[1]) as got:
     print("held" if got else "busy", flush=True)
     sys.stdin.read()
@@ -41,6 +44,26 @@ def lock_holder():
 
 def test_paths():
     assert st.run_dir("/s", "abc") == Path("/s/runs/abc")
+    assert st.spec_index_path("/s", "grid") == Path("/s/specs/grid.json")
+
+
+def test_the_format_module_does_not_import_torch():
+    code = "import sys, runners.store.format; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_atomic_json_is_canonical_and_readable(tmp_path):
+    st.atomic_write_json(tmp_path / "a.json", {"b": 1, "a": [1.5, None]})
+    assert (tmp_path / "a.json").read_text() == st.dumps_json({"a": [1.5, None], "b": 1})
+    assert st.read_json(tmp_path / "a.json") == {"a": [1.5, None], "b": 1}
+    st.atomic_write_jsonl(tmp_path / "r.jsonl", [{"epoch": 1}, {"epoch": 2}])
+    assert st.read_jsonl(tmp_path / "r.jsonl") == [{"epoch": 1}, {"epoch": 2}]
+    assert st.read_json_checked(tmp_path / "none.json") == (None, None)
+    (tmp_path / "torn.json").write_text("{")
+    assert st.read_json_checked(tmp_path / "torn.json") == (
+        None,
+        "torn.json does not parse (JSONDecodeError)",
+    )
 
 
 def test_states_of_missing_empty_and_started_cells(tmp_path):
@@ -48,13 +71,13 @@ def test_states_of_missing_empty_and_started_cells(tmp_path):
     folder = tmp_path / "runs" / "x"
     folder.mkdir(parents=True)
     assert st.cell_state(folder) == "missing"
-    st.write_config(folder, "x", {"seed": 0}, {"device": "cpu"})
+    write_config(folder, "x", {"seed": 0}, {"device": "cpu"})
     info = st.cell_info(folder)
     assert info.state == "interrupted" and info.problem == "no summary.json"
 
 
 def test_config_json_records_versions_and_commit(tmp_path):
-    st.write_config(tmp_path, "run", {"seed": 1}, {"device": "cpu"})
+    write_config(tmp_path, "run", {"seed": 1}, {"device": "cpu"})
     data = json.loads((tmp_path / st.CONFIG).read_text())
     assert data["run_id"] == "run" and data["config"] == {"seed": 1}
     assert {"python", "torch", "numpy", "ste_ablations"} <= set(data["versions"])
@@ -77,8 +100,14 @@ def test_valid_summary_gives_its_status(finished_run):
         (lambda s: s.pop("files"), "lacks files"),
         (lambda s: s.update(status="done"), "unknown status"),
         (lambda s: s.update(run_id="other"), "belongs to 'other'"),
-        (lambda s: s["files"].update({"steps.jsonl": "0" * 64}), "steps.jsonl differs"),
-        (lambda s: s["files"].update({"extra.txt": "0" * 64}), "extra.txt is missing"),
+        (
+            lambda s: s["files"].update({"steps.jsonl": "0" * 64}),
+            "steps.jsonl does not match its sha256",
+        ),
+        (
+            lambda s: s["files"].update({"extra.txt": "0" * 64}),
+            "extra.txt listed in summary.json is missing",
+        ),
         (lambda s: s["files"].pop("reconstruction.png"), "must list reconstruction.png"),
     ],
 )
@@ -103,32 +132,32 @@ def test_torn_summary_and_edited_checkpoint_are_detected(finished_run, copy_run)
     with open(folder / st.CHECKPOINT, "r+b") as handle:
         handle.seek(1000)
         handle.write(b"\0" * 16)
-    assert "checkpoint.pt differs" in st.cell_info(folder).problem
+    assert "checkpoint.pt does not match its sha256" in st.cell_info(folder).problem
 
 
 def test_unusable_checkpoints_are_ignored_with_a_warning(finished_run, tmp_path):
     _, reference = finished_run
-    assert st.load_checkpoint(tmp_path, "x") is None  # absent: no warning
+    assert load_checkpoint(tmp_path, "x") is None  # absent: no warning
     (tmp_path / st.CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.warns(RuntimeWarning, match="ignoring unusable checkpoint"):
-        assert st.load_checkpoint(tmp_path, "x") is None
+        assert load_checkpoint(tmp_path, "x") is None
     with pytest.warns(RuntimeWarning, match="belongs to"):
-        assert st.load_checkpoint(reference, "another-run") is None
-    ckpt = st.load_checkpoint(reference, reference.name)
-    assert ckpt["format"] == st.CHECKPOINT_FORMAT and ckpt["epoch"] == 2
+        assert load_checkpoint(reference, "another-run") is None
+    ckpt = load_checkpoint(reference, reference.name)
+    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["epoch"] == 2
 
 
 def test_lock_is_exclusive_across_processes_and_reentrant_within_one(tmp_path, lock_holder):
     folder = tmp_path / "runs" / "cell"
-    with st.cell_lock(folder) as outer:
+    with cell_lock(folder) as outer:
         assert outer == folder / st.LOCK
-        with st.cell_lock(folder) as inner:  # same process: re-entrant
+        with cell_lock(folder) as inner:  # same process: re-entrant
             assert inner == outer
         assert st.lock_held(folder)
     assert not st.lock_held(folder)
     lock_holder(folder)
     assert st.lock_held(folder) and st.cell_state(folder) == "running"
-    with st.cell_lock(folder) as got:
+    with cell_lock(folder) as got:
         assert got is None
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from runners.executors.cells import CellTask, execute_cell, set_worker_resources
-from runners.store import cells as st
-from runners.store.atomic import read_json, read_jsonl
+from runners.store import format as st
+from runners.store.format import read_json, read_jsonl
 from runners.tracking.wandb_tracker import Tracker
 from runners.training.evaluate import evaluate
 from runners.training.metrics import strip_timing

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from runners.executors.cells import CellTask, execute_cell
-from runners.store.atomic import read_json, read_jsonl
-from runners.store.cells import run_dir
+from runners.store.format import read_json, read_jsonl, run_dir
 from runners.tracking.wandb_tracker import (
     WandbOptions,
     WandbTracker,

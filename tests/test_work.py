@@ -11,8 +11,8 @@ import pytest
 
 from runners.executors.cells import CellTask, execute_cell
 from runners.executors.local import plan_workers, run_cells
-from runners.store import cells as run_store
-from runners.store.atomic import read_jsonl
+from runners.store import format as run_store
+from runners.store.format import read_jsonl
 
 TIMING = ("epoch_time_s", "images_per_s")
 

@@ -129,8 +129,9 @@ def register(subparsers: Any) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from analysis.load import StoreError, scan_store
-    from analysis.snapshot import write_snapshot
+    from analysis.sources.snapshot import write_snapshot
+    from analysis.sources.store import scan_store
+    from analysis.sources.table import StoreError
 
     spec = _load_spec(args.spec)
     out = Path(args.out)
@@ -138,7 +139,7 @@ def _snapshot(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
     try:
         if args.wandb_project:
-            from analysis.wandb_source import scan_wandb
+            from analysis.sources.wandb_runs import scan_wandb
 
             data = scan_wandb(args.wandb_project, spec.name, args.wandb_entity, cells=spec.cells)
         else:
@@ -158,10 +159,11 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from analysis import metrics
-    from analysis.load import StoreError, scan_store
-    from analysis.report import write_analysis
-    from analysis.snapshot import read_meta, read_snapshot
+    from analysis.render.report import write_analysis
+    from analysis.sources.snapshot import read_meta, read_snapshot
+    from analysis.sources.store import scan_store
+    from analysis.sources.table import StoreError
+    from analysis.stats import metrics
     from analysis.study import StudyConfig, run_study
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -237,8 +239,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from analysis.figures import regenerate
-    from analysis.load import StoreError
+    from analysis.render.figures import regenerate
+    from analysis.sources.table import StoreError
 
     try:
         written = regenerate(args.manifest, out=args.out, only=args.only)

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from runners.grids.spec import Cell, Spec
-from runners.store import cells as run_store
+from runners.store import format as run_store
 
 DEFAULT_STORE = "ste-store"
 

@@ -26,8 +26,8 @@ from runners.executors.cells import CellTask
 from runners.executors.display import ProgressOptions
 from runners.executors.local import local_executor, plan_workers
 from runners.grids.spec import Cell, Spec, load_spec
-from runners.store import cells as run_store
-from runners.store.atomic import atomic_write_json
+from runners.store import format as run_store
+from runners.store.format import atomic_write_json
 from runners.tracking.wandb_tracker import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
 from runners.training.data import load_arrays
 from runners.training.run import resolve_device

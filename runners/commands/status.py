@@ -12,7 +12,7 @@ from runners.commands.grid_table import add_spec_and_store, print_cells
 from runners.errors import UserError
 from runners.executors.slurm.record import slurm_states
 from runners.grids.spec import load_spec
-from runners.store import cells as run_store
+from runners.store import format as run_store
 
 
 def register(subparsers: Any) -> None:

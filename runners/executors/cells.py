@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from runners.config import RunConfig
-from runners.store import cells as run_store
-from runners.store.atomic import atomic_write_json, read_jsonl
+from runners.store import format as run_store
+from runners.store.format import atomic_write_json, read_jsonl
+from runners.store.lock import cell_lock
 from runners.tracking.wandb_tracker import (
     NullTracker,
     Tracker,
@@ -99,7 +100,7 @@ def _execute(task: CellTask) -> dict[str, Any]:
         return dict(info.summary or {})
     if info.state == "running":
         return _placeholder(config.run_id, "running", "locked by another process")
-    with run_store.cell_lock(folder) as lock:
+    with cell_lock(folder) as lock:
         if lock is None:
             return _placeholder(config.run_id, "running", "locked by another process")
         info = run_store.cell_info(folder)  # another process may have finished it meanwhile

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from runners.store.atomic import atomic_write_bytes
+from runners.store.format import atomic_write_bytes
 from runners.training.data import normalize
 
 EVAL_BATCH = 1000  # fixed, so evaluation arithmetic does not depend on the dataset size

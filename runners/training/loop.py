@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from runners.config import RunConfig
-from runners.store import cells as st
-from runners.store.atomic import atomic_write_json, atomic_write_jsonl
+from runners.store import format as st
+from runners.store.checkpoint import load_checkpoint, save_checkpoint
+from runners.store.format import atomic_write_json, atomic_write_jsonl
+from runners.store.provenance import write_config
 from runners.training.data import RunData, batch_bounds, epoch_permutation
 from runners.training.evaluate import (
     FIGURE_IMAGES,
@@ -163,7 +165,7 @@ class RunLoop:
         folder = self.folder
         (folder / st.SUMMARY).unlink(missing_ok=True)  # not final, or corrupt: superseded now
         (folder / st.FIGURE).unlink(missing_ok=True)
-        ckpt = st.load_checkpoint(folder, self.config.run_id)
+        ckpt = load_checkpoint(folder, self.config.run_id)
         resumed = False
         if ckpt is not None:
             try:
@@ -181,7 +183,7 @@ class RunLoop:
                 (folder / name).unlink(missing_ok=True)
         self._keep_threads(ckpt if resumed else None)
         if st.read_config(folder) is None:
-            st.write_config(
+            write_config(
                 folder,
                 self.config.run_id,
                 self.config.to_dict(),
@@ -224,7 +226,7 @@ class RunLoop:
                         return "diverged", problem
                 if self.stop:
                     self.epoch_train_time += self._elapsed(started)
-                    st.save_checkpoint(self.folder, self._checkpoint_payload(final=False))
+                    save_checkpoint(self.folder, self._checkpoint_payload(final=False))
                     self._write_logs()
                     return "interrupted", f"interrupted by {self.stop.signal_name}; resumable"
             self.epoch_train_time += self._elapsed(started)
@@ -295,7 +297,7 @@ class RunLoop:
         self.train_time += self.epoch_train_time
         self.epoch_train_time = 0.0
         final = epoch == self.config.epochs
-        st.save_checkpoint(self.folder, self._checkpoint_payload(final=final))
+        save_checkpoint(self.folder, self._checkpoint_payload(final=final))
         self._write_logs()
         self.tracker.log_epoch(epoch, record)
         self.progress.epoch(record, self.config.epochs)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from runners.config import RunConfig
 from runners.errors import UserError
+from runners.store.lock import cell_lock
 from runners.tracking.wandb_tracker import NullTracker, Tracker
 
 STREAMS = ("init", "data", "noise")
@@ -170,7 +171,7 @@ def train_run(
         UserError: bad device, missing data, or the cell is locked by another process; these are
             raised before anything is written.
     """
-    from runners.store import cells as st
+    from runners.store import format as st
     from runners.training.data import prepare_data
 
     folder = st.run_dir(store, config.run_id)
@@ -181,7 +182,7 @@ def train_run(
     data = prepare_data(
         config.dataset, config.train_subset, config.test_subset, device, config.data_root
     )
-    with st.cell_lock(folder) as lock:
+    with cell_lock(folder) as lock:
         if lock is None:
             raise CellBusyError(f"run {config.run_id} is being trained by another process")
         final = _final_summary(folder)  # another process may have finished it meanwhile
@@ -227,7 +228,7 @@ def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
 
 
 def _final_summary(folder: Path) -> dict[str, Any] | None:
-    from runners.store import cells as st
+    from runners.store import format as st
 
     if not folder.is_dir():
         return None

@@ -31,7 +31,9 @@ import torch
 
 from runners.config import RunConfig
 from runners.speed.grouped import NotStackableError, TrainingStack
-from runners.store import cells as st
+from runners.store import format as st
+from runners.store.checkpoint import save_checkpoint
+from runners.store.lock import cell_lock
 from runners.tracking.wandb_tracker import Tracker
 
 # Fields that may differ between the members of one stack; every other field must be equal.
@@ -148,7 +150,7 @@ def train_stacked(
 
     with contextlib.ExitStack() as locks:
         for i in todo:
-            if locks.enter_context(st.cell_lock(st.run_dir(store, configs[i].run_id))) is None:
+            if locks.enter_context(cell_lock(st.run_dir(store, configs[i].run_id))) is None:
                 raise CellBusyError(f"run {configs[i].run_id} is being trained by another process")
         with _torch_settings(first, device), _cudnn_autotune(device), _StopOnSignal() as stop:
             members = {}
@@ -272,7 +274,7 @@ class _StackTrainer:
                     elapsed = _elapsed(stack.device, started)
                     for member in stack.members:
                         member.epoch_train_time += elapsed
-                        st.save_checkpoint(member.folder, member._checkpoint_payload(final=False))
+                        save_checkpoint(member.folder, member._checkpoint_payload(final=False))
                         member._write_logs()
                         self.outcome[id(member)] = ("interrupted", _interrupted(self.stop))
                     return
@@ -374,7 +376,7 @@ def execute_stack(tasks: Sequence[Any], mode: str | None = None) -> list[dict[st
             info = st.cell_info(folder)
             if info.state in st.FINAL_STATES:
                 results[n] = dict(info.summary or {})
-            elif locks.enter_context(st.cell_lock(folder)) is None:
+            elif locks.enter_context(cell_lock(folder)) is None:
                 results[n] = work._placeholder(config.run_id, "running", "locked elsewhere")
             else:
                 trainable.append((n, replace(task, config=config)))

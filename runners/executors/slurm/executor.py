@@ -38,7 +38,7 @@ from runners.executors.cells import CellTask
 from runners.executors.slurm.options import SlurmOptions
 from runners.executors.slurm.record import LIVE_STATES, record_submission, slurm_states
 from runners.executors.slurm.task import CellBatch
-from runners.store import cells as run_store
+from runners.store import format as run_store
 from runners.training.stacked import plan_stacks
 
 

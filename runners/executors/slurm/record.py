@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runners.store.atomic import atomic_write_json, read_json
+from runners.store.format import atomic_write_json, read_json
 
 # Job states in which a task may still run (squeue/sacct names).
 LIVE_STATES = frozenset(

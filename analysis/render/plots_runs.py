@@ -1,6 +1,6 @@
 """Figures about the runs themselves: reconstructions, per-bit activation rates, surrogates.
 
-Same conventions as `analysis.plots` (ax=None, returns the Figure, never shows). The surrogate
+Same conventions as `analysis.render.plots` (ax=None, returns the Figure, never shows). The surrogate
 figure asks the estimator registry (`ste_variants`, pure torch) for each estimator's backward
 rule; it is imported lazily so that the rest of the analysis does not need torch.
 """
@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
-from analysis import style
+from analysis.render import style
 
 
 def _axes(ax: Axes | None, size: str | tuple[float, float]) -> tuple[Figure, Axes]:
@@ -27,8 +28,6 @@ def _axes(ax: Axes | None, size: str | tuple[float, float]) -> tuple[Figure, Axe
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as an RGB float array in [0, 1] (H, W, 3)."""
-    from PIL import Image
-
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
 
@@ -155,7 +154,7 @@ def surrogates(
         size: paper size when a new figure is made ("auto": sized for the conditions).
         title: optional title.
     """
-    import torch  # lazily: only this figure needs the registry
+    import torch  # lazily, with the registry below: only this figure needs torch (slow to import)
 
     from ste_variants import get_estimator
 

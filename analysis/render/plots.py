@@ -2,9 +2,9 @@
 
 Each function takes the data as a small DataFrame or mapping, `ax=None` (draw into that axes, or a
 new figure in the paper style) and style keywords, and returns the Figure. Colours and order come
-from one `analysis.style.Style`, so a condition looks the same in every figure. Random draws (the
-bootstrap bands) take an explicit seed. The figures about codes and runs (reconstructions, bit
-rates, surrogate gradients) are in `analysis.plots_runs` and re-exported here.
+from one `analysis.render.style.Style`, so a condition looks the same in every figure. Random
+draws (the bootstrap bands) take an explicit seed. The figures about codes and runs
+(reconstructions, bit rates, surrogate gradients) are in `analysis.render.plots_runs`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis import stats, style
-from analysis.metrics import label as metric_label
-from analysis.plots_runs import bit_rates, reconstructions, surrogates  # noqa: F401
+from analysis.render import style
+from analysis.stats.metrics import label as metric_label
+from analysis.stats.summary import bootstrap_ci, mean_stat, rng_for
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -81,10 +81,10 @@ def learning_curves(
                 vals = vals[np.isfinite(vals)]
                 if not vals.size:
                     continue
-                low, high, _ = stats.bootstrap_ci(
+                low, high, _ = bootstrap_ci(
                     [vals],
-                    stats.mean_stat,
-                    rng=stats.rng_for(seed, f"{cond}\x00{xv}"),
+                    mean_stat,
+                    rng=rng_for(seed, f"{cond}\x00{xv}"),
                     confidence=confidence,
                     n_resamples=n_resamples,
                     method="percentile",
@@ -204,7 +204,7 @@ def pairwise_heatmap(
     """Heatmap of adjusted p-values ("p_adj", "p_t_adj") or P(row better than column).
 
     Args:
-        pw: the output of `analysis.stats.pairwise`.
+        pw: the output of `analysis.stats.pairwise.pairwise`.
         order: conditions in display order.
         value: pairwise column to show.
         alpha: p-values below it are marked with "*".
@@ -323,15 +323,3 @@ def _rotate_if_long(ax: Axes, labels: Sequence[str]) -> None:
         ax.tick_params(axis="x", rotation=35)
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
-
-
-__all__: list[Any] = [
-    "learning_curves",
-    "final_metric",
-    "pairwise_matrix",
-    "pairwise_heatmap",
-    "cd_diagram",
-    "reconstructions",
-    "bit_rates",
-    "surrogates",
-]

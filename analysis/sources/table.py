@@ -3,7 +3,7 @@
 Columns (docs/architecture.md section 5): run_id, status, estimator, estimator_name, seed, epoch,
 step, metric, value, every config field, `hp_<name>` per estimator hyperparameter, and every grid
 factor. Column dtypes are nullable pandas types chosen from the raw values, so that a table
-survives a CSV round trip unchanged (see `analysis.snapshot`). A cell with no trusted epoch keeps
+survives a CSV round trip unchanged (see `analysis.sources.snapshot`). A cell with no trusted epoch keeps
 one placeholder row (empty epoch, metric and value): nothing is silently dropped.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.metrics import EPOCH_METRICS, SUMMARY_METRICS
+from analysis.stats.metrics import EPOCH_METRICS, SUMMARY_METRICS
 
 STATUSES: tuple[str, ...] = (
     "completed",
@@ -53,7 +53,7 @@ _BASE_DTYPES = {
     "metric": "str",
     "value": "float64",
 }
-# Every file summary.json lists is checked (as the runner does), except the lock file.
+# Epoch-record keys that are not metrics.
 _NOT_METRICS = {"epoch", "step", "bit_rates"}
 
 
@@ -95,6 +95,29 @@ class StudyData:
     bits: pd.DataFrame | None = None
     run_dirs: dict[str, Path] = field(default_factory=dict)
     source: str = ""
+
+
+def normalize_cells(cells: Any) -> list[dict[str, Any]] | None:
+    """Expected cells as dicts {run_id, factors, config}.
+
+    Accepts None, a spec index dict ({"cells": [...]}), or an iterable of dicts or objects with
+    `.run_id`, `.factors` and optionally `.config` (e.g. `runners.grids.spec` cells).
+    """
+    if cells is None:
+        return None
+    if isinstance(cells, Mapping):
+        cells = cells.get("cells", [])
+    out = []
+    for cell in cells:
+        if isinstance(cell, Mapping):
+            run_id, factors, config = cell["run_id"], cell.get("factors"), cell.get("config")
+        else:
+            run_id, factors = cell.run_id, getattr(cell, "factors", None)
+            config = getattr(cell, "config", None)
+        if config is not None and not isinstance(config, Mapping):
+            config = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config))
+        out.append({"run_id": str(run_id), "factors": dict(factors or {}), "config": config})
+    return out
 
 
 def parse_estimator(spec: Any) -> tuple[str, dict[str, Any]]:

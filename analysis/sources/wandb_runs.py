@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.load import (
+from analysis.sources.table import (
     CellRecord,
     StoreError,
     StudyData,
@@ -97,7 +97,7 @@ def scan_wandb(
     """Read every W&B run of `group` in `project` (expected `cells` mark the missing ones)."""
     path = f"{entity}/{project}" if entity else project
     if api is None:
-        import wandb
+        import wandb  # heavy, and only needed here: not when reading the store
 
         try:
             api = wandb.Api(timeout=60)
@@ -141,7 +141,7 @@ def scan_wandb(
 
 
 def load_wandb(project: str, group: str, entity: str | None = None, **kwargs: Any) -> pd.DataFrame:
-    """The tidy table of a W&B project's group (same columns as `analysis.load.load_store`)."""
+    """The tidy table of a W&B project's group (same columns as `analysis.sources.store.load_store`)."""
     data = scan_wandb(project, group, entity, **kwargs)
     data.table.attrs["cells"] = data.cells.to_dict("records")
     return data.table

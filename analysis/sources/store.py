@@ -1,28 +1,23 @@
 """Read the run store (docs/architecture.md section 3) into one tidy table (section 5).
 
 `load_store(store, cells)` returns a pandas DataFrame with one row per run × epoch × metric.
-Every file is validated on read: a file that fails to parse, or whose sha256 differs from the one
-`summary.json` records, makes the cell `corrupt` (reported, its numbers never used). Cells that
-the spec expects but the store lacks are `missing`. A cell with no trusted epoch keeps one
-placeholder row (empty epoch, metric and value) so that nothing is silently dropped, also after a
-round trip through a snapshot. Per-bit activation rates stay out of the tidy table:
-`load_bit_rates` returns them for the bit plots.
+Every file is validated on read with the store format's own checks (`runners.store.format`): a
+file that fails to parse, or whose sha256 differs from the one `summary.json` records, makes the
+cell `corrupt` (reported, its numbers never used). Cells that the spec expects but the store lacks
+are `missing`. A cell with no trusted epoch keeps one placeholder row (empty epoch, metric and
+value) so that nothing is silently dropped, also after a round trip through a snapshot. Per-bit
+activation rates stay out of the tidy table: `load_bit_rates` returns them for the bit plots.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.tidy import (  # noqa: F401 - re-exported: the loading API lives here
-    BASE_COLUMNS,
+from analysis.sources.table import (
     STATUSES,
     CellRecord,
     StoreError,
@@ -30,45 +25,16 @@ from analysis.tidy import (  # noqa: F401 - re-exported: the loading API lives h
     bit_rates_table,
     build_table,
     cells_frame,
-    cells_from_table,
-    coerce,
-    estimator_params,
-    infer_dtype,
-    parse_estimator,
+    normalize_cells,
 )
-
-# Every file summary.json lists is checked (as the runner does), except the lock file.
-_UNCHECKED_FILES = {".lock"}
-
-
-def normalize_cells(cells: Any) -> list[dict[str, Any]] | None:
-    """Expected cells as dicts {run_id, factors, config}.
-
-    Accepts None, a spec index dict ({"cells": [...]}), or an iterable of dicts or objects with
-    `.run_id`, `.factors` and optionally `.config` (e.g. `runners.grids.spec` cells).
-    """
-    if cells is None:
-        return None
-    if isinstance(cells, Mapping):
-        cells = cells.get("cells", [])
-    out = []
-    for cell in cells:
-        if isinstance(cell, Mapping):
-            run_id, factors, config = cell["run_id"], cell.get("factors"), cell.get("config")
-        else:
-            run_id, factors = cell.run_id, getattr(cell, "factors", None)
-            config = getattr(cell, "config", None)
-        if config is not None and not isinstance(config, Mapping):
-            config = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config))
-        out.append({"run_id": str(run_id), "factors": dict(factors or {}), "config": config})
-    return out
+from runners.store import format as store_format
 
 
 def read_spec_index(store: str | Path, name: str) -> dict[str, Any]:
     """Read STORE/specs/<name>.json (written by `ste-ablate run`)."""
-    path = Path(store) / "specs" / f"{name}.json"
+    path = store_format.spec_index_path(store, name)
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
+        index = store_format.read_json(path)
     except FileNotFoundError:
         raise StoreError(f"no spec index {path} (run the spec first: ste-ablate run)") from None
     except (OSError, ValueError) as exc:
@@ -84,7 +50,7 @@ def read_cell(run_dir: Path, run_id: str, factors: Mapping[str, Any] | None = No
     if not run_dir.is_dir():
         return rec
     corrupt: list[str] = []
-    config_doc = _read_json(run_dir / "config.json", corrupt)
+    config_doc = _read_json(run_dir / store_format.CONFIG, corrupt)
     if config_doc is not None:
         if not isinstance(config_doc, dict) or not isinstance(config_doc.get("config"), dict):
             corrupt.append("config.json has no 'config' object")
@@ -92,21 +58,14 @@ def read_cell(run_dir: Path, run_id: str, factors: Mapping[str, Any] | None = No
             rec.config = dict(config_doc["config"])
             if config_doc.get("run_id") not in (None, run_id):
                 corrupt.append(f"config.json names run {config_doc.get('run_id')!r}")
-    summary = _read_json(run_dir / "summary.json", corrupt)
+    summary = _read_json(run_dir / store_format.SUMMARY, corrupt)
     if summary is not None and not isinstance(summary, dict):
         corrupt.append("summary.json is not an object")
         summary = None
     rec.summary = summary
-    rec.epochs = _read_epochs(run_dir / "metrics.jsonl", corrupt)
+    rec.epochs = _read_epochs(run_dir / store_format.METRICS, corrupt)
     if summary is not None:
-        for name, digest in sorted((summary.get("files") or {}).items()):
-            if name in _UNCHECKED_FILES:
-                continue
-            path = run_dir / name
-            if not path.is_file():
-                corrupt.append(f"{name} listed in summary.json is missing")
-            elif _sha256(path) != digest:
-                corrupt.append(f"{name} does not match its sha256 in summary.json")
+        corrupt += store_format.listed_file_problems(run_dir, summary.get("files") or {})
         status = summary.get("status")
         if status not in STATUSES:
             corrupt.append(f"summary.json has unknown status {status!r}")
@@ -115,7 +74,7 @@ def read_cell(run_dir: Path, run_id: str, factors: Mapping[str, Any] | None = No
         rec.status = str(status)
         if summary.get("error"):
             rec.issues.append(f"error: {_one_line(summary['error'])}")
-    elif _lock_held(run_dir / ".lock"):
+    elif store_format.lock_held(run_dir):
         rec.status = "running"
         rec.issues.append("a process holds the cell's lock (still training)")
     elif config_doc is not None or rec.epochs:
@@ -144,10 +103,10 @@ def scan_store(
     if not store.is_dir():
         raise StoreError(f"store {store} does not exist")
     expected = _expected_cells(store, cells)
-    runs = store / "runs"
     records = []
     for cell in expected:
-        rec = read_cell(runs / cell["run_id"], cell["run_id"], cell["factors"])
+        run_id = cell["run_id"]
+        rec = read_cell(store_format.run_dir(store, run_id), run_id, cell["factors"])
         if not rec.config and cell.get("config"):
             rec.config = dict(cell["config"])  # config known from the spec, for missing cells
         records.append(rec)
@@ -184,13 +143,6 @@ def load_store(store: str | Path, cells: Any = None) -> pd.DataFrame:
     return table
 
 
-def load_wandb(project: str, group: str, entity: str | None = None, **kwargs: Any) -> pd.DataFrame:
-    """The tidy table of a W&B project's group (see `analysis.wandb_source`)."""
-    from analysis.wandb_source import load_wandb as _load_wandb
-
-    return _load_wandb(project, group, entity, **kwargs)
-
-
 def load_bit_rates(store: str | Path, cells: Any = None, *, epoch: str = "last") -> pd.DataFrame:
     """Per-bit activation rates of trusted runs: columns run_id, epoch, bit, rate.
 
@@ -201,49 +153,44 @@ def load_bit_rates(store: str | Path, cells: Any = None, *, epoch: str = "last")
     """
     store = Path(store)
     records = [
-        read_cell(store / "runs" / c["run_id"], c["run_id"], c["factors"])
+        read_cell(store_format.run_dir(store, c["run_id"]), c["run_id"], c["factors"])
         for c in _expected_cells(store, cells)
     ]
     return bit_rates_table(records, last_only=(epoch == "last"))
 
 
 def _read_json(path: Path, corrupt: list[str]) -> Any:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        corrupt.append(f"{path.name} does not parse ({type(exc).__name__})")
-        return None
+    content, problem = store_format.read_json_checked(path)
+    if problem is not None:
+        corrupt.append(problem)
+    return content
 
 
 def _read_epochs(path: Path, corrupt: list[str]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    records: list[dict[str, Any]] = []
     try:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            epoch = record.get("epoch") if isinstance(record, dict) else None
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
-                corrupt.append(f"metrics.jsonl line {number} has no valid epoch")
-                return []
-            if records and epoch <= records[-1]["epoch"]:
-                corrupt.append(f"metrics.jsonl epochs out of order at line {number}")
-                return []
-            records.append(record)
+        entries = store_format.read_jsonl(path)
     except (OSError, ValueError) as exc:
-        corrupt.append(f"metrics.jsonl does not parse ({type(exc).__name__})")
+        corrupt.append(f"{path.name} does not parse ({type(exc).__name__})")
         return []
+    records: list[dict[str, Any]] = []
+    for number, record in enumerate(entries, 1):
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            corrupt.append(f"{path.name} line {number} has no valid epoch")
+            return []
+        if records and epoch <= records[-1]["epoch"]:
+            corrupt.append(f"{path.name} epochs out of order at line {number}")
+            return []
+        records.append(record)
     return records
 
 
 def _expected_cells(store: Path, cells: Any) -> list[dict[str, Any]]:
     expected = normalize_cells(cells)
     if expected is None:
-        runs = store / "runs"
+        runs = store_format.runs_root(store)
         names = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
         expected = [{"run_id": n, "factors": {}, "config": None} for n in names]
     return expected
@@ -256,32 +203,6 @@ def _axes_from_cells(cells: list[dict[str, Any]]) -> list[str]:
             if key not in axes:
                 axes.append(key)
     return axes or ["estimator", "seed"]
-
-
-def _lock_held(path: Path) -> bool:
-    # The runner locks with flock (runners/store.py), which belongs to an open file description:
-    # probing from our own descriptor cannot release anyone's lock.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _one_line(text: Any) -> str:

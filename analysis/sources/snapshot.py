@@ -5,7 +5,7 @@ pyarrow is importable), the last epoch's per-bit rates beside it (`<stem>.bits.c
 a sidecar `<out>.meta.json`: format version, spec name and sha256, the grid axes, column dtypes
 (so that a CSV reads back with the same types), the per-cell report (statuses and issues), the
 table's own sha256 and the package versions. `read_snapshot(path)` returns the same `StudyData`
-that `analysis.load.scan_store` returns, minus the run folders.
+that `analysis.sources.store.scan_store` returns, minus the run folders.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.io import atomic_write_bytes, atomic_write_json
-from analysis.load import StoreError, StudyData, cells_from_table, coerce
+from analysis.sources.table import StoreError, StudyData, cells_from_table, coerce
+from runners.store.format import atomic_write_bytes, atomic_write_json, read_json
 
 FORMAT = "ste-ablations snapshot"
 VERSION = 1
@@ -80,7 +80,7 @@ def write_snapshot(
         raise StoreError(f"snapshot file must end in .csv or .parquet, not {out.name!r}")
     if suffix == ".parquet":
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow  # noqa: F401 - optional: pandas needs it to write Parquet
         except ImportError:
             raise StoreError("writing Parquet needs pyarrow; use a .csv file instead") from None
     table_bytes = _encode(data.table, suffix)
@@ -123,7 +123,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not meta_file.exists():
         return {}
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = read_json(meta_file)
     except (OSError, ValueError) as exc:
         raise StoreError(f"snapshot metadata {meta_file} is unreadable: {exc}") from None
     if meta.get("format") != FORMAT:

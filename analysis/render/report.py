@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import style, tables
-from analysis.figures import FigureUnavailable, make_figure
-from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from analysis.load import StudyData
-from analysis.metrics import label as metric_label
-from analysis.snapshot import package_versions
+from analysis.render import style, tables
+from analysis.render.figures import FigureUnavailable, make_figure
+from analysis.sources.snapshot import package_versions
+from analysis.sources.table import StudyData
+from analysis.stats.metrics import label as metric_label
 from analysis.study import StudyResult
+from runners.store.format import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 DEFAULT_FIGURES: tuple[str, ...] = (
     "learning_curves",

@@ -34,10 +34,11 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from analysis import plots, style, tables
-from analysis.io import atomic_write_text
-from analysis.load import StoreError, StudyData
+from analysis.render import plots, plots_runs, style, tables
+from analysis.sources.snapshot import read_snapshot
+from analysis.sources.table import StoreError, StudyData
 from analysis.study import StudyConfig, StudyResult, run_study
+from runners.store.format import atomic_write_text
 
 
 class FigureUnavailable(Exception):
@@ -85,7 +86,7 @@ def _reconstructions(result: StudyResult, data: StudyData, sty: style.Style, **o
                 break
     if not images:
         raise FigureUnavailable("no run folder with a reconstruction.png (snapshots hold none)")
-    return plots.reconstructions(images, **opts)
+    return plots_runs.reconstructions(images, **opts)
 
 
 def _bit_rates(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
@@ -98,7 +99,7 @@ def _bit_rates(result: StudyResult, data: StudyData, sty: style.Style, **opts: A
     last = bits.groupby("run_id")["epoch"].transform("max")
     bits = bits[bits["epoch"] == last]
     bits["condition"] = bits["run_id"].map(usable)
-    return plots.bit_rates(bits, sty=sty, **opts)
+    return plots_runs.bit_rates(bits, sty=sty, **opts)
 
 
 def _surrogates(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
@@ -106,10 +107,10 @@ def _surrogates(result: StudyResult, data: StudyData, sty: style.Style, **opts: 
     if not specs:
         raise FigureUnavailable("no estimator specs")
     try:
-        import ste_variants  # noqa: F401
+        import ste_variants  # noqa: F401 - torch is optional for the analysis: probe for it
     except ImportError as exc:
         raise FigureUnavailable(f"the estimator registry is not importable ({exc})") from None
-    return plots.surrogates(specs, sty=sty, **opts)
+    return plots_runs.surrogates(specs, sty=sty, **opts)
 
 
 FIGURE_KINDS: dict[str, Callable[..., Figure]] = {
@@ -227,8 +228,6 @@ def regenerate(
     study_cache: dict[tuple[str, str], StudyResult] = {}
     written: list[Path] = []
     for item in items:
-        from analysis.snapshot import read_snapshot
-
         snap = item["snapshot"]
         if snap not in data_cache:
             snap_path = base / doc["snapshots"][snap]

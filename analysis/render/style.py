@@ -22,6 +22,8 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from runners.store.format import atomic_write_bytes
+
 # Okabe–Ito without black (kept for text), then Paul Tol's muted palette for larger studies.
 PALETTE: tuple[str, ...] = (
     "#0072B2",
@@ -186,8 +188,6 @@ def render(fig: Figure, fmt: str) -> bytes:
 
 def save(fig: Figure, path_stem: str | Path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
     """Write the figure atomically as `<stem>.<fmt>` for each format; returns the paths."""
-    from analysis.io import atomic_write_bytes
-
     paths = []
     for fmt in formats:
         path = Path(f"{path_stem}.{fmt}")

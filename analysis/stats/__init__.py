@@ -1,0 +1,7 @@
+"""Statistics on plain arrays and series (numpy, scipy and pandas; never matplotlib).
+
+`summary` (per-condition description, seeded bootstrap intervals), `pairwise` (tests, effect
+sizes, multiple-comparison corrections), `omnibus` (Friedman / Kruskal–Wallis, ranks, critical
+differences), `planning` (how many seeds a comparison needs), `metrics` (the metric names, which
+way is better, axis labels).
+"""

@@ -1,0 +1,312 @@
+"""The run store's file format: the contract between the runners and the analysis.
+
+Layout (docs/architecture.md section 3)::
+
+    STORE/runs/<run_id>/config.json  metrics.jsonl  steps.jsonl  summary.json
+                        reconstruction.png  checkpoint.pt  .lock
+    STORE/specs/<spec name>.json
+
+This module holds the file names, the states a cell can be in, the keys of summary.json, the
+atomic writes every file goes through, the readers, and the checks that decide whether a run's
+files can be trusted: a file that does not parse, or whose sha256 differs from the one recorded in
+summary.json, is corrupt (the runners rerun its cell, the analysis reports it and uses none of its
+numbers). Standard library only, so that reading a store never imports torch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"
+SUMMARY = "summary.json"
+FIGURE = "reconstruction.png"
+CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+
+FINAL_STATES = ("completed", "diverged")  # never retrained
+SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")
+CELL_STATES = (*SUMMARY_STATES, "running", "missing")
+SUMMARY_KEYS = (
+    "run_id",
+    "status",
+    "epochs_done",
+    "test_mse",
+    "test_psnr",
+    "bit_entropy",
+    "dead_bits",
+    "probe_accuracy",
+    "wall_time_s",
+    "images_per_s",
+    "error",
+    "files",
+)
+
+# Real paths of the lock files this process holds (kept current by runners.store.lock). Probing
+# such a lock from a second descriptor could release it where flock is emulated with POSIX
+# record locks (NFS), so `lock_held` answers from here for them.
+LOCKS_HELD_HERE: set[str] = set()
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def runs_root(store: str | os.PathLike[str]) -> Path:
+    """STORE/runs."""
+    return Path(store) / "runs"
+
+
+def run_dir(store: str | os.PathLike[str], run_id: str) -> Path:
+    """STORE/runs/<run_id>."""
+    return runs_root(store) / run_id
+
+
+def spec_index_path(store: str | os.PathLike[str], name: str) -> Path:
+    """STORE/specs/<name>.json: the cells a spec expects (written by `ste-ablate run`)."""
+    return Path(store) / "specs" / f"{name}.json"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file in the same folder + fsync + rename).
+
+    A reader sees the old file or the new one, never a torn one (also after `kill -9`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp creates 0600 files; give the result the mode a plain open() would have.
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text atomically (newlines kept as given)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
+    """Canonical JSON text: sorted keys (equal objects give equal bytes), trailing newline."""
+    return json.dumps(obj, indent=indent, sort_keys=True, allow_nan=True) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
+    """Write `dumps_json(obj)` atomically."""
+    atomic_write_text(path, dumps_json(obj, indent=indent))
+
+
+def atomic_write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> None:
+    """Write one JSON object per line (keys sorted), atomically."""
+    text = "".join(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in records)
+    atomic_write_text(path, text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not supported everywhere (e.g. some network filesystems).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file (raises ValueError/OSError on a corrupt or missing file)."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_json_checked(path: str | os.PathLike[str]) -> tuple[Any, str | None]:
+    """Read a JSON file that may be absent.
+
+    Returns:
+        (content, None); (None, None) when the file does not exist; (None, reason) when it does
+        not parse (the file is corrupt).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None, None
+    try:
+        return read_json(path), None
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} does not parse ({type(exc).__name__})"
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a JSON-lines file, skipping blank lines; a torn or non-JSON line raises ValueError."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    """config.json's content, or None when missing or unreadable."""
+    data, _ = read_json_checked(folder / CONFIG)
+    return data if isinstance(data, dict) and "config" in data else None
+
+
+# ----------------------------------------------------------------------------- summary.json
+
+
+def file_hashes(folder: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """sha256 of the run's files that exist (all store files except summary.json and .lock)."""
+    names = names or (CONFIG, METRICS, STEPS, FIGURE, CHECKPOINT)
+    return {name: sha256_file(folder / name) for name in names if (folder / name).is_file()}
+
+
+def listed_file_problems(folder: Path, files: Mapping[str, str]) -> list[str]:
+    """One line per file summary.json lists that is missing or differs from its sha256."""
+    problems = []
+    for name, digest in sorted(files.items()):
+        if name == LOCK:  # the lock file's bytes are not part of the run
+            continue
+        target = folder / name
+        if not target.is_file():
+            problems.append(f"{name} listed in summary.json is missing")
+        elif sha256_file(target) != digest:
+            problems.append(f"{name} does not match its sha256 in summary.json")
+    return problems
+
+
+def verify_summary(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Read and check summary.json and the files it lists.
+
+    Returns:
+        (summary, None) when valid; (None, reason) when missing or corrupt (the cell must rerun).
+    """
+    if not (folder / SUMMARY).is_file():
+        return None, "no summary.json"
+    summary, problem = read_json_checked(folder / SUMMARY)
+    if problem is not None:
+        return None, problem
+    if not isinstance(summary, dict):
+        return None, "summary.json is not an object"
+    missing = [key for key in SUMMARY_KEYS if key not in summary]
+    if missing:
+        return None, f"summary.json lacks {', '.join(missing)}"
+    if summary["status"] not in SUMMARY_STATES:
+        return None, f"summary.json has an unknown status {summary['status']!r}"
+    if summary["run_id"] != folder.name:
+        return None, f"summary.json belongs to {summary['run_id']!r}, not {folder.name!r}"
+    files = summary["files"]
+    if not isinstance(files, dict):
+        return None, "summary.json's files is not an object"
+    problems = listed_file_problems(folder, files)
+    if problems:
+        return None, problems[0]
+    if summary["status"] == "completed":
+        for name in (CONFIG, METRICS, STEPS, FIGURE):
+            if name not in files:
+                return None, f"a completed run must list {name}"
+    return summary, None
+
+
+# ----------------------------------------------------------------------------- cell state
+
+
+def lock_held(folder: str | os.PathLike[str]) -> bool:
+    """Whether some process (this one included) holds the cell's lock. Creates nothing."""
+    path = Path(folder) / LOCK
+    if os.path.realpath(path) in LOCKS_HELD_HERE:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        # flock belongs to an open file description: probing from our own cannot release
+        # anyone else's lock.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """The derived state of one cell, with its summary when valid and the reason when not."""
+
+    state: str
+    summary: dict[str, Any] | None
+    problem: str | None
+
+
+def cell_info(folder: str | os.PathLike[str]) -> CellInfo:
+    """Derive a cell's state from its folder.
+
+    `completed`/`diverged`/`failed`/`interrupted` from a valid summary.json; `running` while a
+    process holds the lock; `interrupted` when work exists (config or checkpoint) but the summary is
+    missing or corrupt (so the next run resumes or redoes it); `missing` otherwise.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return CellInfo("missing", None, None)
+    if lock_held(folder):
+        return CellInfo("running", None, None)
+    summary, problem = verify_summary(folder)
+    if summary is not None:
+        return CellInfo(summary["status"], summary, None)
+    if (folder / CHECKPOINT).is_file() or (folder / CONFIG).is_file():
+        return CellInfo("interrupted", None, problem)
+    return CellInfo("missing", None, problem)
+
+
+def cell_state(folder: str | os.PathLike[str]) -> str:
+    """One of CELL_STATES (see `cell_info`)."""
+    return cell_info(folder).state
