@@ -11,7 +11,8 @@ import pytest
 
 from runners.store import cells as st
 from runners.store.atomic import atomic_write_json
-from runners.training.run import CellBusyError, train_run
+from runners.training.claims import CellBusyError
+from runners.training.engine import train_run
 
 HOLD_LOCK = """
 import sys

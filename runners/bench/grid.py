@@ -47,8 +47,8 @@ def run_grid(
     log: Any,
 ) -> dict[str, Any]:
     """Time the grid; returns a JSON-ready dict (see `format_grid`)."""
+    from runners.speed.stacking import auto_stack, default_mode
     from runners.training.data import batch_bounds
-    from runners.training.stacked import auto_stack, default_mode
 
     cells, epochs = grid
     k = max(1, min(stack or auto_stack(str(device), cells), cells))
@@ -86,45 +86,35 @@ def _measure(
     configs: list[RunConfig], data: Any, device: torch.device, mode: str
 ) -> tuple[float, float]:
     """(seconds per stacked step, seconds per evaluation of one member)."""
-    from runners.speed.grouped import TrainingStack
-    from runners.tracking.wandb_tracker import NullTracker
+    from runners.speed.stacking import stack_steps
+    from runners.training.data import batch_bounds
     from runners.training.evaluate import evaluate
-    from runners.training.loop import RunLoop
     from runners.training.metrics import code_stats
+    from runners.training.state import RunState
 
-    with tempfile.TemporaryDirectory(prefix="ste-bench-grid-") as tmp:
-        members = [
-            RunLoop(c, _path(tmp, c), device, data, NullTracker(), False, None) for c in configs
-        ]
-        stack = TrainingStack(members, mode, cuda_graph=False)
-        stack.train()
-        order = torch.stack([m.epoch_order() for m in members]).to(device)
-        bounds = members[0].bounds
-        times = []
-        for step in range(MEASURED_STEPS + 2):  # two warm-up steps
-            begin, end = bounds[step % len(bounds)]
-            started = time.perf_counter()
-            losses, _ = stack.train_step(order[:, begin:end])
-            torch.stack(list(losses)).tolist()  # the device sync a flush does
-            times.append(time.perf_counter() - started)
-        stack.unload()
-        model = members[0].model.eval()
+    members = [RunState(c, device) for c in configs]
+    stack = stack_steps(members, mode, data.train.images)
+    stack.train()
+    order = torch.stack([m.epoch_order(len(data.train)) for m in members]).to(device)
+    bounds = batch_bounds(len(data.train), configs[0].batch_size)
+    times = []
+    for step in range(MEASURED_STEPS + 2):  # two warm-up steps
+        begin, end = bounds[step % len(bounds)]
         started = time.perf_counter()
-        result = evaluate(model, data.test.images, configs[0].precision)
-        code_stats(result.codes, None)
-        eval_s = time.perf_counter() - started
+        losses, _ = stack.step(order[:, begin:end])
+        torch.stack(list(losses)).tolist()  # the device sync a flush does
+        times.append(time.perf_counter() - started)
+    stack.unload()
+    model = members[0].model.eval()
+    started = time.perf_counter()
+    result = evaluate(model, data.test.images, configs[0].precision)
+    code_stats(result.codes, None)
+    eval_s = time.perf_counter() - started
     return sorted(times[2:])[len(times[2:]) // 2], eval_s
 
 
-def _path(tmp: str, config: RunConfig) -> Any:
-    from pathlib import Path
-
-    return Path(tmp) / config.run_id
-
-
 def _real_grid(configs: list[RunConfig], k: int) -> float:
-    from runners.training.run import train_run
-    from runners.training.stacked import train_stacked
+    from runners.training.engine import train_run, train_runs
 
     with tempfile.TemporaryDirectory(prefix="ste-bench-store-") as store:
         started = time.perf_counter()
@@ -133,7 +123,7 @@ def _real_grid(configs: list[RunConfig], k: int) -> float:
             if len(group) == 1:
                 train_run(group[0], store, progress=False)
             else:
-                train_stacked(group, store, progress=False)
+                train_runs(group, store, progress=False)
         return time.perf_counter() - started
 
 

@@ -184,7 +184,7 @@ class OursLoop:
         self, config: RunConfig, data: Any, device: torch.device, plain: bool = False
     ) -> None:
         from runners.training.data import batch_bounds
-        from runners.training.run import build_model, build_optimizer, derive_seed
+        from runners.training.recipe import build_model, build_optimizer, derive_seed
 
         self.config, self.data, self.device = config, data, device
         self.model = build_model(config, device, fast=not plain)
@@ -197,12 +197,13 @@ class OursLoop:
     def steps(self, n: int) -> float:
         """Train n steps; the wall time in seconds (ends with a device sync)."""
         from runners.training.data import epoch_permutation, get_batch
-        from runners.training.evaluate import autocast_context
-        from runners.training.run import _torch_settings, train_step
+        from runners.training.recipe import EagerStep
+        from runners.training.session import torch_settings
 
         images = self.data.train.images
-        autocast = lambda: autocast_context(self.config.precision, self.device)  # noqa: E731
-        with _torch_settings(self.config, self.device):
+        config, device = self.config, self.device
+        step = EagerStep(self.model, self.optimizer, device=device, precision=config.precision)
+        with torch_settings(self.config, self.device):
             start = time.perf_counter()
             for _ in range(n):
                 if self.position == len(self.bounds):
@@ -211,7 +212,7 @@ class OursLoop:
                 begin, end = self.bounds[self.position]
                 self.position += 1
                 x = get_batch(images, self.order[begin:end])
-                loss, _ = train_step(self.model, self.optimizer, x, autocast)
+                loss, _ = step(x)
                 self.images += end - begin
             loss.item()
             return time.perf_counter() - start
@@ -242,7 +243,7 @@ def run_bench(
     `subsets` (train, test) shrinks the grid's cells (tests); the loops always see all images.
     """
     from runners.training.data import prepare_data
-    from runners.training.run import resolve_device
+    from runners.training.session import resolve_device
 
     if steps < 1 or rounds < 1 or warmup < 0:
         raise UserError("--steps and --rounds must be >= 1")

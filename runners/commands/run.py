@@ -200,7 +200,7 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[i
     given = spec_stack(todo)
     if given is not None:
         return given, "spec"
-    from runners.training.stacked import auto_stack
+    from runners.speed.stacking import auto_stack
 
     per_worker = -(-len(todo) // max(1, workers))
     return auto_stack(todo[0].config.device, per_worker), "automatic"
@@ -315,7 +315,7 @@ def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
 def _preflight(todo: list[Cell], *, check_device: bool = True) -> None:
     """Fail before writing anything when the device or the data is not there (UserError)."""
     from runners.training.data import load_arrays
-    from runners.training.run import resolve_device
+    from runners.training.session import resolve_device
 
     if check_device:
         for device in sorted({c.config.device for c in todo}):

@@ -131,7 +131,7 @@ def store_root(value: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Validate everything, train (or resume) the run, print where it is and its final metrics."""
     from runners.store.cells import run_dir
-    from runners.training.run import exit_code, train_run
+    from runners.training.engine import exit_code, train_run
 
     config = config_from_args(args)
     store = store_root(args.store)

@@ -31,8 +31,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from runners.executors.cells import CellTask, set_worker_resources, summary_after_interrupt
-from runners.training.stacked import execute_stack, plan_stacks
+from runners.executors.cells import (
+    CellTask,
+    execute_cells,
+    plan_stacks,
+    set_worker_resources,
+    summary_after_interrupt,
+)
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -191,7 +196,7 @@ def _run_sequential(
             for task in unit:
                 display.start(task)
             try:
-                summaries = execute_stack(unit, mode)
+                summaries = execute_cells(unit, mode)
             except KeyboardInterrupt:
                 # The signal arrived outside train_run's own handling (e.g. while W&B started):
                 # the cells' last checkpoints stay, their state reads as interrupted or missing.
@@ -302,7 +307,7 @@ def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[st
     """execute_stack in a worker: a signal during training interrupts it, as in the parent."""
     previous = {s: signal.signal(s, _raise_interrupt) for s in _SIGNALS}
     try:
-        return execute_stack(unit, mode)
+        return execute_cells(unit, mode)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -155,7 +155,7 @@ class SlurmOptions:
     def stack_size(self) -> int:
         """Cells each task trains together: --stack / the spec's, else, with GPUs, the task's
         cells (at most `runners.training.stacked.GPU_MAX_STACK`), else 1."""
-        from runners.training.stacked import GPU_MAX_STACK
+        from runners.speed.stacking import GPU_MAX_STACK
 
         if self.stack is not None:
             return self.stack
@@ -278,7 +278,7 @@ def _absolute(task: CellTask, store: Path) -> CellTask:
 def task_chunks(todo: list[CellTask], size: int, stack: int) -> list[list[CellTask]]:
     """The cells of each array task: whole stacks (`runners.training.stacked.plan_stacks`), packed in
     order into tasks of at most `size` cells (`size` >= `stack`)."""
-    from runners.training.stacked import plan_stacks
+    from runners.executors.cells import plan_stacks
 
     chunks: list[list[CellTask]] = []
     for unit in plan_stacks(todo, stack):

@@ -45,13 +45,13 @@ class CellBatch(submitit.helpers.Checkpointable):
             import torch
 
             torch.set_num_threads(threads)
-        from runners.training.stacked import execute_stack, plan_stacks
+        from runners.executors.cells import execute_cells, plan_stacks
 
         summaries = []
         with _Preemption() as preemption:
             for unit in plan_stacks(self.tasks, getattr(self, "stack", 1)):
                 try:
-                    done = execute_stack(unit, getattr(self, "mode", None))
+                    done = execute_cells(unit, getattr(self, "mode", None))
                 except KeyboardInterrupt:  # a signal outside train_run's own handling
                     done = [summary_after_interrupt(t) for t in unit]
                 for task, summary in zip(unit, done, strict=True):

@@ -338,10 +338,3 @@ def _fused_adam_supported(device: torch.device) -> bool:
     except (RuntimeError, TypeError):
         return False
     return True
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast when `precision == "bf16"`, else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
