@@ -276,7 +276,7 @@ def run_bench(
         result.update(dataset=dataset, train_images=len(data.train))
         from runners.speed import layers as fast
 
-        result["malloc_tuned_before"] = fast._MALLOC["tuned"] is True  # e.g. an earlier run here
+        result["malloc_tuned_before"] = fast.malloc_tuned() is True  # e.g. an earlier run here
         with fast.defer_malloc_tuning():  # first as the article's script runs: glibc defaults
             loops: dict[str, Any] = {}
             if article is not None:
