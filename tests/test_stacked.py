@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_wandb import of_type, offline_runs, wandb_records
 
 from runners.config import RunConfig
 from runners.executors import cells
@@ -281,7 +282,6 @@ def test_stacking_rules():
 
 def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
     import wandb  # heavy and optional: only this test needs it
-    from test_wandb import of_type, offline_runs, wandb_records
 
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "NETRC"):
         monkeypatch.delenv(name, raising=False)
