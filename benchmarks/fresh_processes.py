@@ -42,7 +42,7 @@ else:
     from runners.bench.loops import OursLoop
     from runners.config import RunConfig
     from runners.training.data import prepare_data
-    from runners.training.run import resolve_device
+    from runners.training.session import resolve_device
     dev = resolve_device(device)
     config = RunConfig(dataset=dataset, device=str(dev),
                        data_root=root if dataset == "mnist" else None)

@@ -120,8 +120,7 @@ def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
 def _stack_check(out: Path, device: str, quick: bool) -> None:
     from runners.config import RunConfig
     from runners.store.format import read_jsonl, run_dir
-    from runners.training.run import train_run
-    from runners.training.stacked import train_stacked
+    from runners.training.engine import train_run, train_runs
 
     base = {"dataset": "mnist-mini", "device": device, "epochs": 1 if quick else 2,
             "train_subset": 256 if quick else None, "test_subset": 128 if quick else None}  # fmt: skip
@@ -135,7 +134,7 @@ def _stack_check(out: Path, device: str, quick: bool) -> None:
         singles = [train_run(c, alone, progress=False) for c in configs]
         alone_s = time.perf_counter() - started
         started = time.perf_counter()
-        grouped = train_stacked(configs, stacked, progress=False, mode="grouped")
+        grouped = train_runs(configs, stacked, progress=False, mode="grouped")
         stacked_s = time.perf_counter() - started
         first = []
         for config in configs:

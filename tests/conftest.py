@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from runners.config import RunConfig
+from runners.store.format import run_dir
+from runners.training.engine import train_run
 
 # Small enough for a 2-core CPU (4 steps of 64 images per epoch), big enough to learn something.
 TINY = {
@@ -38,9 +41,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, P
 
     Read-only: tests that modify a run copy it first (see `copy_run`).
     """
-    from runners.store.format import run_dir
-    from runners.training.run import train_run
-
     config = RunConfig.from_dict({**TINY, "epochs": 2})
     store = tmp_path_factory.mktemp("finished-store")
     summary = train_run(config, store, progress=False, raise_errors=True)
@@ -66,8 +66,6 @@ def copy_run(tmp_path: Path) -> Callable[[Path], Path]:
 def one_thread() -> Iterator[None]:
     """One torch thread for the test (modules opt in with `pytest.mark.usefixtures`): the CPU
     is shared, and two threads fighting for a busy core crawl."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,24 +1,39 @@
-"""The fast path: runners.speed.layers (matmul layers, fused Adam) and runners.speed.steps (fallbacks)."""
+"""The fast path: runners.speed.layers (matmul layers, fused Adam) and the step strategies of
+runners.speed.strategies (torch.compile, CUDA graphs, each with an eager fallback)."""
 
 from __future__ import annotations
 
+import argparse
 import copy
+import shutil
+import sys
 import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from runners.commands import train as train_cmd
 from runners.speed.layers import (
     FastConv2d,
     FastConvTranspose2d,
     adam,
+    defer_malloc_tuning,
     prepare_model,
+    tune_cpu_malloc,
     use_point_matmuls,
 )
-from runners.speed.steps import TrainStep, _restore, _snapshot
+from runners.speed.strategies import (
+    graph_capturable,
+    model_step,
+    restore_training,
+    snapshot_training,
+)
+from runners.store.format import read_jsonl, run_dir
+from runners.training.engine import train_run
 from runners.training.model import BinaryAutoencoder
+from runners.training.state import load_optimizer_state
+from ste_variants import get_estimator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,9 +130,9 @@ def _tiny_step(**kwargs):
     def loss(recon, x):
         return (recon - x).square().mean(dim=(0, 2, 3))
 
-    step = TrainStep(
-        model, optimizer, model, loss, lambda: None, device=torch.device("cpu"), **kwargs
-    )
+    options = {"compile": False, "cuda_graph": False, **kwargs}
+    step = model_step(model, optimizer, device=torch.device("cpu"), precision="fp32",
+                      estimators=[], loss=loss, **options)  # fmt: skip
     return model, step
 
 
@@ -132,33 +147,37 @@ def test_cuda_graph_on_cpu_falls_back_to_eager():
         assert torch.equal(p, q)
 
 
-def test_a_failing_compile_falls_back_without_a_trace():
+def test_a_failing_compile_falls_back_without_a_trace(monkeypatch):
     x = torch.rand(8, 1, 6, 6)
     eager_model, eager = _tiny_step()
-    model, step = _tiny_step()
     calls = []
 
-    def broken(inp):  # stands in for a compiler that fails at its first real call
-        calls.append(1)
-        model[1](model[0](inp))  # BatchNorm statistics move before the failure...
-        raise RuntimeError("no compiler")
+    def compile_broken(model):  # stands in for a compiler that fails at its first real call
+        def broken(inp):
+            calls.append(1)
+            model[1](model[0](inp))  # BatchNorm statistics move before the failure...
+            raise RuntimeError("no compiler")
 
-    step.forward, step.compile_unverified = broken, True
+        return broken
+
+    monkeypatch.setattr(torch, "compile", compile_broken)
+    model, step = _tiny_step(compile=True)
+    assert not step.verified
     with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
         out = step(x)
     torch.testing.assert_close(out[0], eager(x)[0], rtol=0, atol=0)  # ...and are restored
     for a, b in zip(model.state_dict().values(), eager_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert calls == [1] and step.forward is step.eager_forward
+    assert calls == [1] and step.forward is model and step.verified
 
 
 def test_snapshot_restore_zeroes_state_that_did_not_exist():
     p = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.Adam([p], lr=0.1)
-    snapshot = _snapshot(nn.Module(), optimizer)
+    snapshot = snapshot_training(nn.Module(), optimizer)
     p.grad = torch.ones(3)
     optimizer.step()
-    _restore(nn.Module(), optimizer, snapshot)
+    restore_training(nn.Module(), optimizer, snapshot)
     state = optimizer.state[p]
     assert float(state["step"]) == 0 and not state["exp_avg"].any() and p.grad is None
 
@@ -186,8 +205,8 @@ def test_cuda_graph_step_matches_eager_on_gpu():
             device
         )
         opt = adam(model.parameters(), 1e-2, (0.9, 0.999), device, capturable=True)
-        return TrainStep(model, opt, model, lambda r, x: F.mse_loss(r, x).reshape(1),
-                         lambda: None, device=device, cuda_graph=graph)  # fmt: skip
+        return model_step(model, opt, device=device, precision="fp32", compile=False,
+                          cuda_graph=graph, estimators=[])  # fmt: skip
 
     x = torch.rand(8, 1, 6, 6, device=device)
     eager, graphed = build(False), build(True)
@@ -197,10 +216,6 @@ def test_cuda_graph_step_matches_eager_on_gpu():
 
 
 def test_malloc_tuning_is_deferred_then_applied_once():
-    import sys
-
-    from runners.speed.layers import defer_malloc_tuning, tune_cpu_malloc
-
     with defer_malloc_tuning():
         assert tune_cpu_malloc() is False  # the bench's first phase: glibc's defaults stay
     applied = tune_cpu_malloc()
@@ -212,11 +227,6 @@ def test_malloc_tuning_is_deferred_then_applied_once():
 def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
     # The real compiler (inductor, the C++ backend here): same first loss as eager to float
     # precision; the run completes with its own store entry. Slow: compiling takes ~a minute.
-    import shutil
-
-    from runners.store.format import read_jsonl, run_dir
-    from runners.training.run import train_run
-
     config = tiny_config(epochs=1, train_subset=128)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -238,8 +248,6 @@ def test_compile_flag_trains_a_run_like_eager(tmp_path, tiny_config):
 
 def test_resuming_keeps_the_optimizers_own_kernel():
     # A checkpoint written by a plain Adam must not switch a fused Adam back (nor the reverse).
-    from runners.training.loop import load_optimizer_state
-
     p = nn.Parameter(torch.ones(4))
     plain = torch.optim.Adam([p], lr=0.1)
     p.grad = torch.ones(4)
@@ -254,11 +262,8 @@ def test_resuming_keeps_the_optimizers_own_kernel():
 
 
 def test_cuda_graph_flag_on_the_cpu_warns_and_trains_like_eager(tmp_path, tiny_config):
-    # The flag's whole path (config -> RunLoop -> TrainStep) runs here; the capture itself
+    # The flag's whole path (config -> engine -> model_step) runs here; the capture itself
     # needs CUDA, so it falls back with a warning and the run equals the plain one bit for bit.
-    from runners.store.format import run_dir
-    from runners.training.run import train_run
-
     config = tiny_config(epochs=1, train_subset=128)
     plain = train_run(config, tmp_path / "plain", progress=False)
     with pytest.warns(RuntimeWarning, match="CUDA graphs unavailable"):
@@ -270,10 +275,6 @@ def test_cuda_graph_flag_on_the_cpu_warns_and_trains_like_eager(tmp_path, tiny_c
 
 
 def test_speed_switches_reach_the_config_without_changing_the_run_id():
-    import argparse
-
-    from runners.commands import train as train_cmd
-
     parser = argparse.ArgumentParser()
     train_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--compile", "--cuda-graph", "--seed", "3"])
@@ -284,9 +285,6 @@ def test_speed_switches_reach_the_config_without_changing_the_run_id():
 
 
 def test_only_deterministic_fixed_estimators_may_be_graph_captured():
-    from runners.speed.steps import graph_capturable
-    from ste_variants import get_estimator
-
     assert graph_capturable([get_estimator("hardtanh"), get_estimator("sigmoid(beta=4)")])
     assert not graph_capturable([get_estimator("hardtanh"), get_estimator("bernoulli")])
     assert not graph_capturable([get_estimator("ede")])  # annealed

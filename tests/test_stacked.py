@@ -10,29 +10,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_wandb import of_type, offline_runs, wandb_records
 
 from runners.config import RunConfig
-from runners.executors.cells import CellTask
+from runners.executors import cells
+from runners.executors.cells import CellTask, execute_cells, plan_stacks
 from runners.speed.grouped import (
+    NotStackableError,
     StackedAutoencoder,
     member_losses,
     stack_optimizer_state,
     unstack_optimizer_state,
 )
+from runners.speed.stacking import auto_stack, check_stackable
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
-from runners.tracking.wandb_tracker import Tracker
+from runners.tracking.tracker import Tracker
+from runners.tracking.wandb_tracker import WandbOptions, wandb_run_id
+from runners.training.bookkeeping import Run
+from runners.training.data import prepare_data
+from runners.training.engine import Engine, train_run, train_runs
 from runners.training.metrics import strip_timing
 from runners.training.model import BinaryAutoencoder
-from runners.training.run import train_run
-from runners.training.stacked import (
-    NotStackableError,
-    auto_stack,
-    check_stackable,
-    execute_stack,
-    plan_stacks,
-    train_stacked,
-)
+from runners.training.session import StopOnSignal
 
 # Three different estimators (one stochastic), three seeds: 2 epochs x 2 steps of 64 images.
 MEMBERS = (("hardtanh", 0), ("sigmoid(beta=4)", 1), ("bernoulli", 2))
@@ -177,25 +177,23 @@ def test_optimizer_state_stacks_and_unstacks():
 
 def test_looped_stack_is_bit_identical_to_single_runs(single_runs, tmp_path):
     tasks = [CellTask(config=c, store=str(tmp_path)) for c in configs(stack=3)]
-    summaries = execute_stack(tasks)  # the executors' unit of work; CPU default: "looped"
+    summaries = execute_cells(tasks)  # the executors' unit of work; CPU default: "looped"
     assert [s["status"] for s in summaries] == ["completed"] * 3
     assert [s["run_id"] for s in summaries] == [t.run_id for t in tasks]
     for task in tasks:
         assert outputs(st.run_dir(tmp_path, task.run_id)) == outputs(single_runs[task.run_id])
-    assert execute_stack(tasks) == summaries  # final cells are never retrained
+    assert execute_cells(tasks) == summaries  # final cells are never retrained
 
 
 def test_grouped_stack_matches_single_runs(single_runs, tmp_path):
-    summaries = train_stacked(
-        configs(), tmp_path, progress=False, raise_errors=True, mode="grouped"
-    )
+    summaries = train_runs(configs(), tmp_path, progress=False, raise_errors=True, mode="grouped")
     assert [s["status"] for s in summaries] == ["completed"] * 3
     for config in configs():
         folder = st.run_dir(tmp_path, config.run_id)
         steps = read_jsonl(folder / st.STEPS)
         reference = read_jsonl(single_runs[config.run_id] / st.STEPS)
         assert [s["step"] for s in steps] == [1, 2, 3, 4]
-        # Grouped kernels round differently and training amplifies that (runners/fast.py): the
+        # Grouped kernels round differently and training amplifies that (runners.speed.layers): the
         # first step agrees to float precision, later ones to a few parts in 10^4 or 10^5.
         for ours, theirs, rtol in zip(steps, reference, (1e-5, 2e-3, 2e-3, 2e-3), strict=True):
             assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=rtol)
@@ -225,7 +223,7 @@ class SignalAt(Tracker):
 def test_an_interrupted_stack_resumes_stacked_or_alone(single_runs, tmp_path, mode):
     cells = configs()
     trackers = [SignalAt(3), None, None]
-    summaries = train_stacked(cells, tmp_path, trackers=trackers, progress=False, mode=mode)
+    summaries = train_runs(cells, tmp_path, trackers=trackers, progress=False, mode=mode)
     assert [s["status"] for s in summaries] == ["interrupted"] * 3
     assert trackers[0].steps == [1, 2, 3]
     for config in cells:
@@ -233,7 +231,7 @@ def test_an_interrupted_stack_resumes_stacked_or_alone(single_runs, tmp_path, mo
         assert (ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]) == (1, 3, 1)
     # One cell resumes alone, the other two as a stack (the finished one is skipped).
     assert train_run(cells[2], tmp_path, progress=False)["status"] == "completed"
-    summaries = train_stacked(cells, tmp_path, progress=False, mode=mode)
+    summaries = train_runs(cells, tmp_path, progress=False, mode=mode)
     assert [s["status"] for s in summaries] == ["completed"] * 3
     if mode == "looped":
         for config in cells:
@@ -243,21 +241,22 @@ def test_an_interrupted_stack_resumes_stacked_or_alone(single_runs, tmp_path, mo
 
 
 def test_diverging_members_are_recorded_and_the_rest_go_on(tmp_path):
-    from runners.tracking.wandb_tracker import NullTracker
-    from runners.training.data import prepare_data
-    from runners.training.loop import RunLoop
-    from runners.training.stacked import _StackTrainer
-
     cells = configs()
-    data = prepare_data("mnist-mini", 128, 64, "cpu")
-    members = [
-        RunLoop(c, st.run_dir(tmp_path, c.run_id), torch.device("cpu"), data, NullTracker(),
-                False, None)
-        for c in cells
-    ]  # fmt: skip
-    with torch.no_grad():
-        members[1].model.decoder[0].weight.fill_(float("nan"))
-    summaries = _StackTrainer(members, None, False, "grouped", False).run(raise_errors=True)
+    cpu = torch.device("cpu")
+    data = prepare_data("mnist-mini", 128, 64, cpu)
+
+    class NanDecoder(Run):  # prepared like the others, then its decoder's weights are NaN
+        def prepare(self) -> None:
+            super().prepare()
+            with torch.no_grad():
+                self.state.model.decoder[0].weight.fill_(float("nan"))
+
+    runs = [
+        (NanDecoder if n == 1 else Run)(c, st.run_dir(tmp_path, c.run_id), cpu, data, None, False)
+        for n, c in enumerate(cells)
+    ]
+    engine = Engine(runs, StopOnSignal(), "grouped", stacked=True, progress=False)
+    summaries = engine.train(raise_errors=True)
     assert [s["status"] for s in summaries] == ["completed", "diverged", "completed"]
     assert "train loss became nan at step 1" in summaries[1]["error"]
     assert len(read_jsonl(st.run_dir(tmp_path, cells[0].run_id) / st.METRICS)) == 2
@@ -270,7 +269,7 @@ def test_stacking_rules():
     with pytest.raises(NotStackableError, match="twice"):
         check_stackable([configs()[0], configs()[0]])
     with pytest.raises(NotStackableError, match="unknown stack mode"):
-        train_stacked(configs(), "unused", mode="vmap")
+        train_runs(configs(), "unused", mode="vmap")
     assert auto_stack("cpu", 80) == 1
     more = [c.replace(seed=c.seed + 10) for c in configs()]
     tasks = [CellTask(config=c, store="s") for c in [*configs(), *configs(lr=0.01), *more]]
@@ -282,10 +281,7 @@ def test_stacking_rules():
 
 
 def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
-    import wandb
-    from test_wandb import of_type, offline_runs, wandb_records
-
-    from runners.tracking.wandb_tracker import WandbOptions, wandb_run_id
+    import wandb  # heavy and optional: only this test needs it
 
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "NETRC"):
         monkeypatch.delenv(name, raising=False)
@@ -296,7 +292,7 @@ def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
     options = WandbOptions(mode="offline", project="proj")
     tasks = [CellTask(config=c, store=str(store), wandb=options) for c in cells]
     try:
-        assert [s["status"] for s in execute_stack(tasks)] == ["completed"] * 2
+        assert [s["status"] for s in execute_cells(tasks)] == ["completed"] * 2
     finally:
         wandb.teardown()
     folders = offline_runs(store)
@@ -323,7 +319,7 @@ def test_members_keep_their_own_thread_counts(tmp_path):
         assert first["status"] == "interrupted"
         x_alone = train_run(x, tmp_path / "alone", progress=False)
         torch.set_num_threads(2)
-        summaries = train_stacked([x, y], tmp_path / "stack", progress=False)
+        summaries = train_runs([x, y], tmp_path / "stack", progress=False)
         y_alone = train_run(y, tmp_path / "alone", progress=False)
     finally:
         torch.set_num_threads(before)
@@ -350,19 +346,16 @@ class InterruptAt(Tracker):
 
 
 def test_an_escaping_interrupt_finishes_every_members_tracker(tmp_path, monkeypatch):
-    from runners.executors import cells as work
-    from runners.training import stacked
-
     trackers = iter([InterruptAt(2), InterruptAt(), InterruptAt()])
     made = []
 
-    def tracker(task, config):
+    def tracker(task):
         made.append(next(trackers))
         return made[-1]
 
-    monkeypatch.setattr(work, "_tracker", tracker)  # the trackers under test, no W&B
+    monkeypatch.setattr(cells, "cell_tracker", tracker)  # the trackers under test, no W&B
     tasks = [CellTask(config=c, store=str(tmp_path)) for c in configs()]
     with pytest.raises(KeyboardInterrupt):
-        stacked.execute_stack(tasks)
+        execute_cells(tasks)
     assert len(made) == 3
     assert [t.finished["status"] for t in made] == ["interrupted"] * 3

@@ -11,13 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from runners.errors import UserError
 from runners.executors.cells import CellTask, execute_cell, set_worker_resources
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
-from runners.tracking.wandb_tracker import Tracker
+from runners.tracking.tracker import Tracker
+from runners.training.data import prepare_data
+from runners.training.engine import exit_code, train_run
 from runners.training.evaluate import evaluate
 from runners.training.metrics import strip_timing
-from runners.training.run import build_model, exit_code, resolve_device, train_run
+from runners.training.recipe import build_model
+from runners.training.session import resolve_device
+from runners.training.state import RunState
 
 EPOCH_KEYS = {
     "epoch", "step", "train_mse", "test_mse", "test_psnr", "bit_entropy", "dead_bits",
@@ -89,8 +94,6 @@ def test_short_run_learns_and_records_everything(finished_run):
     assert set(records[0]) == EPOCH_KEYS and set(records[1]) == EPOCH_KEYS | {"probe_accuracy"}
     # Training lowers the test MSE, below the untrained model's too.
     untrained = build_model(config, torch.device("cpu")).eval()
-    from runners.training.data import prepare_data
-
     test_images = prepare_data("mnist-mini", 256, 128, "cpu").test.images
     initial = evaluate(untrained, test_images).mse
     assert records[1]["test_mse"] < records[0]["test_mse"] < initial
@@ -128,13 +131,10 @@ def test_same_config_twice_is_bit_identical(finished_run, tmp_path, capsys):
 
 
 def test_estimators_share_initial_weights_and_batch_order(tiny_config, tmp_path):
-    from runners.training.data import prepare_data
-    from runners.training.loop import RunLoop
-
     cpu = torch.device("cpu")
-    data = prepare_data("mnist-mini", 256, 128, cpu)
+    images = len(prepare_data("mnist-mini", 256, 128, cpu).train)
     loops = [
-        RunLoop(tiny_config(estimator=spec, seed=seed), tmp_path, cpu, data, Tracker(), False, None)
+        RunState(tiny_config(estimator=spec, seed=seed), cpu)
         for spec, seed in (
             ("hardtanh", 0),
             ("sigmoid(beta=4)", 0),
@@ -143,7 +143,7 @@ def test_estimators_share_initial_weights_and_batch_order(tiny_config, tmp_path)
         )
     ]
     states = [loop.model.state_dict() for loop in loops]
-    orders = [loop.epoch_order() for loop in loops]
+    orders = [loop.epoch_order(images) for loop in loops]
     for state, order in zip(states[1:3], orders[1:3], strict=True):
         assert all(torch.equal(state[k], states[0][k]) for k in state)
         assert torch.equal(order, orders[0])
@@ -323,7 +323,7 @@ def test_tracker_errors_never_stop_training(tiny_config, tmp_path, capsys):
     summary = train_run(tiny_config(), tmp_path, tracker=tracker, progress=False)
     assert summary["status"] == "completed"
     assert tracker.calls == [("start", False), ("step", 1), ("step", 2)]  # then switched off
-    assert "tracker log_step failed (ConnectionError" in capsys.readouterr().err
+    assert "tracking stopped (log_step: ConnectionError" in capsys.readouterr().err
 
 
 def test_bf16_precision_and_knn_probe(tiny_config, tmp_path):
@@ -338,8 +338,6 @@ def test_device_resolution():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     if not torch.cuda.is_available():
-        from runners.errors import UserError
-
         with pytest.raises(UserError, match="CUDA is not available"):
             resolve_device("cuda:0")
 
@@ -347,8 +345,6 @@ def test_device_resolution():
 def test_nothing_is_written_for_a_bad_device(tiny_config, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
-    from runners.errors import UserError
-
     with pytest.raises(UserError), warnings.catch_warnings():
         train_run(tiny_config(device="cuda"), tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()

@@ -12,13 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import runners.tracking.wandb_tracker
 from runners.executors.cells import CellTask, execute_cell
 from runners.store.format import read_json, read_jsonl, run_dir
+from runners.tracking.tracker import SafeTracker
 from runners.tracking.wandb_tracker import (
     WandbOptions,
     WandbTracker,
@@ -27,7 +30,7 @@ from runners.tracking.wandb_tracker import (
     resolve_mode,
     wandb_run_id,
 )
-from runners.training.run import train_run
+from runners.training.engine import train_run
 
 WANDB = Path(sys.executable).with_name("wandb")
 
@@ -140,10 +143,12 @@ def test_offline_cell_writes_config_history_and_summary(tmp_path, tiny_config, n
 
 def test_wandb_failures_never_stop_training(tmp_path, tiny_config, no_wandb_env, capsys):
     # 1. W&B refuses to start (an invalid mode reaches the real client's settings validation).
-    bad_start = make_tracker("not-a-mode", directory=tmp_path / "wb")
+    bad_start = SafeTracker(
+        make_tracker(WandbOptions("not-a-mode", directory=str(tmp_path / "wb")))
+    )
     summary = train_run(tiny_config(seed=1), tmp_path / "a", tracker=bad_start, progress=False)
     assert summary["status"] == "completed"
-    assert bad_start.disabled and bad_start.error.startswith("start")
+    assert bad_start.error.startswith("start")
 
     # 2. W&B breaks mid-run: the real run is closed under the tracker, so its next log raises.
     class ClosedUnderneath(WandbTracker):
@@ -151,11 +156,12 @@ def test_wandb_failures_never_stop_training(tmp_path, tiny_config, no_wandb_env,
             self.run.finish()
             super().log_epoch(epoch, record)
 
-    broken = ClosedUnderneath(mode="offline", project="p", directory=str(tmp_path / "wb"))
+    options = WandbOptions(mode="offline", project="p", directory=str(tmp_path / "wb"))
+    broken = SafeTracker(ClosedUnderneath(options))
     summary = train_run(tiny_config(seed=2), tmp_path / "b", tracker=broken, progress=False)
     assert summary["status"] == "completed" and math.isfinite(summary["test_mse"])
-    assert broken.disabled and "log_epoch" in broken.error
-    assert "W&B tracking stopped" in capsys.readouterr().err
+    assert broken.error.startswith("log_epoch") and broken.tracker.run is None  # aborted
+    assert "tracking stopped (log_epoch" in capsys.readouterr().err
 
     # 3. Through the unit of work: a W&B folder that cannot be created.
     blocker = tmp_path / "not-a-folder"
@@ -172,22 +178,22 @@ def test_online_start_up_times_out_and_falls_back_to_offline(
     tmp_path, tiny_config, no_wandb_env, monkeypatch
 ):
     # Credentials exist but the server does not answer (a closed local port): no prompt, no hang.
-    import runners.tracking.wandb_tracker
-
     monkeypatch.setattr(
         runners.tracking.wandb_tracker, "_ONLINE_FAILED", []
     )  # this process's memory of it
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     assert resolve_mode("auto") == ("online", None)
-    tracker = make_tracker("online", project="p", directory=tmp_path / "wb", init_timeout=5)
-    summary = train_run(tiny_config(), tmp_path / "store", tracker=tracker, progress=False)
+    options = WandbOptions(mode="online", project="p", directory=str(tmp_path / "wb"))
+    tracker = make_tracker(replace(options, init_timeout=5))
+    safe = SafeTracker(tracker)
+    summary = train_run(tiny_config(), tmp_path / "store", tracker=safe, progress=False)
     assert summary["status"] == "completed"
-    assert tracker.mode == "offline" and not tracker.disabled
+    assert tracker.mode == "offline" and safe.error is None
     (run_folder,) = offline_runs(tmp_path / "wb")
     assert final_summary(wandb_records(run_folder))["status"] == "completed"
     # The next cell of this process does not wait for the server again.
-    again = make_tracker("online", project="p", directory=tmp_path / "wb", init_timeout=60)
+    again = make_tracker(options)  # the default time-out: a minute
     started = time.perf_counter()
     again.start({"seed": 1}, "second-cell", resumed=False)
     assert time.perf_counter() - started < 30
@@ -222,4 +228,4 @@ def test_names_and_ids() -> None:
     )
     assert wandb_run_id("sigmoid-beta-4-s3-1a2b3c4d5e") == "sigmoid-beta-4-s3-1a2b3c4d5e"
     assert wandb_run_id("a/b:c") == "a-b-c"
-    assert make_tracker("disabled").__class__.__name__ == "NullTracker"
+    assert make_tracker(WandbOptions("disabled")).__class__.__name__ == "NullTracker"

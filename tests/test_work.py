@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from runners.executors import cells
 from runners.executors.cells import CellTask, execute_cell
 from runners.executors.local import plan_workers, run_cells
 from runners.store import format as run_store
 from runners.store.format import read_jsonl
+from runners.tracking.tracker import Tracker
 
 TIMING = ("epoch_time_s", "images_per_s")
 
@@ -42,8 +46,6 @@ def test_completed_cell_is_never_retrained(tmp_path, tiny_config) -> None:
 
 
 def test_failures_are_recorded_not_raised(tmp_path, tiny_config) -> None:
-    import torch
-
     if not torch.cuda.is_available():
         # train_run refuses a missing device: the cell is recorded as failed, nothing raised.
         task = CellTask(tiny_config(device="cuda"), str(tmp_path / "store"))
@@ -139,8 +141,6 @@ def test_worker_planning() -> None:
 
 @pytest.mark.gpu
 def test_one_worker_per_gpu() -> None:
-    import torch
-
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
     workers, devices = plan_workers(None, "auto")
@@ -161,18 +161,13 @@ def test_process_pool_runs_stacks_of_cells(tmp_path, tiny_config, finished_run) 
 
 
 def test_an_escaping_interrupt_keeps_finished_cells_finished(tmp_path, tiny_config, monkeypatch):
-    import signal
-
-    from runners.executors import cells as work
-    from runners.tracking.wandb_tracker import Tracker
-
     class Interrupt(Tracker):  # a signal outside the training loop's own handling
         def log_step(self, step, metrics):
             raise KeyboardInterrupt
 
     done, other = tiny_config(seed=7), tiny_config(seed=8)
     assert execute_cell(CellTask(done, str(tmp_path)))["status"] == "completed"
-    monkeypatch.setattr(work, "_tracker", lambda task, config: Interrupt())
+    monkeypatch.setattr(cells, "cell_tracker", lambda task: Interrupt())
     tasks = [CellTask(done, str(tmp_path)), CellTask(other, str(tmp_path))]
     outcome = run_cells(tasks, stack=2, show_progress=False)
     assert outcome.signum == signal.SIGINT

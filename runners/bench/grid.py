@@ -2,7 +2,7 @@
 
 The article's loop trains one cell after another, so its grid time is N·E epochs at the images/s
 measured in the same process (training only: the article evaluates nothing per epoch). Ours is
-the real thing, `runners.training.stacked.train_stacked` into a temporary store (evaluation, code
+the real thing, `runners.training.engine.train_runs` into a temporary store (evaluation, code
 statistics, probe, checkpoints and figures included), when its estimate fits the budget; else it
 is extrapolated from measured stacked steps plus one measured evaluation, and marked so.
 """
@@ -12,20 +12,17 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from runners.config import RunConfig
-from runners.speed.grouped import TrainingStack
-from runners.tracking.wandb_tracker import NullTracker
+from runners.speed.stacking import auto_stack, default_mode, stack_steps
 from runners.training.data import batch_bounds
+from runners.training.engine import train_run, train_runs
 from runners.training.evaluate import evaluate
-from runners.training.loop import RunLoop
 from runners.training.metrics import code_stats
-from runners.training.run import train_run
-from runners.training.stacked import auto_stack, default_mode, train_stacked
+from runners.training.state import RunState
 
 GRID_ESTIMATORS = ("hardtanh", "identity", "saturated", "sigmoid")  # the four required names
 MEASURED_STEPS = 5
@@ -74,7 +71,7 @@ def run_grid(
     if estimate <= budget_s:
         log(f"grid: training {cells} cells x {epochs} epochs for real (estimate {estimate:.0f} s)")
         out["ours_s"] = _real_grid(configs, k)
-        out["ours_how"] = "measured (train_stacked, evaluation and store writes included)"
+        out["ours_how"] = "measured (train_runs, evaluation and store writes included)"
     else:
         out["ours_s"] = estimate
         out["ours_how"] = (
@@ -91,28 +88,24 @@ def _measure(
     configs: list[RunConfig], data: Any, device: torch.device, mode: str
 ) -> tuple[float, float]:
     """(seconds per stacked step, seconds per evaluation of one member)."""
-    with tempfile.TemporaryDirectory(prefix="ste-bench-grid-") as tmp:
-        members = [
-            RunLoop(c, Path(tmp) / c.run_id, device, data, NullTracker(), False, None)
-            for c in configs
-        ]
-        stack = TrainingStack(members, mode, cuda_graph=False)
-        stack.train()
-        order = torch.stack([m.epoch_order() for m in members]).to(device)
-        bounds = members[0].bounds
-        times = []
-        for step in range(MEASURED_STEPS + 2):  # two warm-up steps
-            begin, end = bounds[step % len(bounds)]
-            started = time.perf_counter()
-            losses, _ = stack.train_step(order[:, begin:end])
-            torch.stack(list(losses)).tolist()  # the device sync a flush does
-            times.append(time.perf_counter() - started)
-        stack.unload()
-        model = members[0].model.eval()
+    members = [RunState(c, device) for c in configs]
+    stack = stack_steps(members, mode, data.train.images)
+    stack.train()
+    order = torch.stack([m.epoch_order(len(data.train)) for m in members]).to(device)
+    bounds = batch_bounds(len(data.train), configs[0].batch_size)
+    times = []
+    for step in range(MEASURED_STEPS + 2):  # two warm-up steps
+        begin, end = bounds[step % len(bounds)]
         started = time.perf_counter()
-        result = evaluate(model, data.test.images, configs[0].precision)
-        code_stats(result.codes, None)
-        eval_s = time.perf_counter() - started
+        losses, _ = stack.step(order[:, begin:end])
+        torch.stack(list(losses)).tolist()  # the device sync a flush does
+        times.append(time.perf_counter() - started)
+    stack.unload()
+    model = members[0].model.eval()
+    started = time.perf_counter()
+    result = evaluate(model, data.test.images, configs[0].precision)
+    code_stats(result.codes, None)
+    eval_s = time.perf_counter() - started
     return sorted(times[2:])[len(times[2:]) // 2], eval_s
 
 
@@ -124,5 +117,5 @@ def _real_grid(configs: list[RunConfig], k: int) -> float:
             if len(group) == 1:
                 train_run(group[0], store, progress=False)
             else:
-                train_stacked(group, store, progress=False)
+                train_runs(group, store, progress=False)
         return time.perf_counter() - started

@@ -2,7 +2,7 @@
 
 Single-run mode alternates rounds of (a) the faithful copy of the article's loop in
 benchmarks/article_loop.py (torchvision MNIST, per-image transforms, DataLoader, batch 64),
-(b) ours as `train_run` trains (`runners.training.run.build_model`/`build_optimizer`/`train_step`
+(b) ours as `train_run` trains (`runners.training.recipe`: `build_model`/`build_optimizer`/`EagerStep`
 on device-resident uint8 data, with the fast path of `runners.speed.layers`: point-layer matmuls,
 fused Adam) and (c) ours with plain nn layers and torch's default Adam, to show what the fast
 path adds. Each reports training images/s, the ratio to the article and the share of the
@@ -50,14 +50,8 @@ from runners.training.data import (
     prepare_data,
     resolve_data_root,
 )
-from runners.training.evaluate import autocast_context
-from runners.training.run import (
-    build_model,
-    build_optimizer,
-    derive_seed,
-    resolve_device,
-    train_step,
-)
+from runners.training.recipe import EagerStep, build_model, build_optimizer, derive_seed
+from runners.training.session import resolve_device, torch_settings
 
 # --------------------------------------------------------------------------- data, article loop
 
@@ -131,8 +125,9 @@ class OursLoop:
     def steps(self, n: int) -> float:
         """Train n steps; the wall time in seconds (ends with a device sync)."""
         images = self.data.train.images
-        autocast = lambda: autocast_context(self.config.precision, self.device)  # noqa: E731
-        with deterministic_on_cpu(self.device):
+        config, device = self.config, self.device
+        step = EagerStep(self.model, self.optimizer, device=device, precision=config.precision)
+        with torch_settings(config, device):
             start = time.perf_counter()
             for _ in range(n):
                 if self.position == len(self.bounds):
@@ -141,27 +136,10 @@ class OursLoop:
                 begin, end = self.bounds[self.position]
                 self.position += 1
                 x = get_batch(images, self.order[begin:end])
-                loss, _ = train_step(self.model, self.optimizer, x, autocast)
+                loss, _ = step(x)
                 self.images += end - begin
             loss.item()
             return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def deterministic_on_cpu(device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms on the CPU for the block, as `train_run` trains; restored after.
-
-    The bench sets torch's thread count once for every loop (--threads), so unlike a run's
-    settings this leaves the count alone.
-    """
-    before = torch.are_deterministic_algorithms_enabled()
-    try:
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        if torch.are_deterministic_algorithms_enabled() != before:
-            torch.use_deterministic_algorithms(before)
 
 
 # --------------------------------------------------------------------------- the benchmark

@@ -26,12 +26,12 @@ from runners.executors.cells import CellTask
 from runners.executors.display import ProgressOptions
 from runners.executors.local import local_executor, plan_workers
 from runners.grids.spec import Cell, Spec, load_spec
+from runners.speed.stacking import auto_stack
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json
 from runners.tracking.wandb_tracker import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
 from runners.training.data import load_arrays
-from runners.training.run import resolve_device
-from runners.training.stacked import auto_stack
+from runners.training.session import resolve_device
 
 _RUN_EPILOG = """\
 examples:
@@ -171,7 +171,7 @@ def spec_stack(cells: list[Cell]) -> int | None:
 def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
     """How many cells train together, and why: --stack, else the spec's, else automatic.
 
-    Automatic (`runners.training.stacked.auto_stack`): 1 on the CPU; on a GPU the cells each
+    Automatic (`runners.speed.stacking.auto_stack`): 1 on the CPU; on a GPU the cells each
     worker gets, at most 32.
     """
     if requested is not None:

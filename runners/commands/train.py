@@ -11,7 +11,7 @@ from typing import Any
 from runners.config import RunConfig, apply_overrides
 from runners.errors import UserError
 from runners.store.format import run_dir
-from runners.training.run import exit_code, train_run
+from runners.training.engine import exit_code, train_run
 
 _EPILOG = """\
 examples:

@@ -1,11 +1,13 @@
-"""The unit of work of every executor: one grid cell, config in, summary out.
+"""The unit of work of every executor: cells in, summaries out.
 
-`execute_cell(CellTask)` is a plain module-level function of a picklable dataclass, so the
-in-process loop, the local process pool and SLURM array tasks all run exactly the same thing.
-It takes the cell's lock (leaving cells another process holds), skips cells already final,
-resumes unfinished ones from their checkpoint (`train_run` does that), starts the cell's tracker,
-and turns any exception into a `failed` summary: it never raises to the executor, except for an
-interruption (KeyboardInterrupt), which the executor handles.
+`execute_cells(tasks)` trains 1..K cells of a grid in one process, as one stack when there are
+several (`runners.training.engine.train_runs`); `execute_cell(task)` is one cell. Both are
+plain module-level functions of picklable dataclasses, so the in-process loop, the local process
+pool and SLURM array tasks all run exactly the same thing. They leave cells another process
+holds (status "running"), return final cells as they are, resume unfinished ones from their
+checkpoint, start each cell's tracker, and turn any exception into a "failed" summary: they
+never raise to the executor, except for an interruption (KeyboardInterrupt), which the
+executor handles (`summary_after_interrupt`).
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from runners.config import RunConfig
+from runners.speed.stacking import stack_key
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json, read_jsonl
-from runners.store.lock import cell_lock
-from runners.tracking.wandb_tracker import (
-    NullTracker,
-    Tracker,
-    WandbOptions,
-    display_name,
-    make_tracker,
-)
+from runners.tracking.tracker import SafeTracker, Tracker
+from runners.tracking.wandb_tracker import WandbOptions, display_name, make_tracker
+from runners.training.claims import claim_cells
+from runners.training.engine import train_runs
 
 # Set in pool workers by the executor: the device (one GPU per worker).
 _WORKER_DEVICE: str | None = None
@@ -64,90 +67,124 @@ def set_worker_resources(device: str | None, threads: int | None) -> None:
 
     The thread count is the process's, not a config value: a cell whose config leaves
     `num_threads` unset starts with it, but resumes with the count it started with (results on
-    the CPU depend on it; see `runners.training.run.keep_thread_count`).
+    the CPU depend on it; see `runners.training.session.keep_thread_count`).
     """
     global _WORKER_DEVICE
     _WORKER_DEVICE = device
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
+
+
+def plan_stacks(tasks: Sequence[CellTask], stack: int) -> list[list[CellTask]]:
+    """Group tasks into stacks of at most `stack` cells that may train together.
+
+    Cells are grouped by `runners.speed.stacking.stack_key` (and W&B options and store), in the
+    order they are given; a stack size of 1 gives one group per cell.
+    """
+    groups: dict[tuple[Any, ...], list[list[CellTask]]] = defaultdict(list)
+    order: list[list[CellTask]] = []
+    for task in tasks:
+        key = (stack_key(task.config), repr(task.wandb), task.store)
+        runs = groups[key]
+        if not runs or len(runs[-1]) >= max(1, stack):
+            runs.append([])
+            order.append(runs[-1])
+        runs[-1].append(task)
+    return order
 
 
 def execute_cell(task: CellTask) -> dict[str, Any]:
     """Run one cell into the store and return its summary (as summary.json).
 
-    Returns without training when the cell is already completed or diverged. When another
-    process holds the cell's lock the cell is left alone and the returned summary has status
-    ``running``. A failing cell returns a ``failed`` summary (also written to the store); a
-    diverging one ``diverged``.
+    See `execute_cells`.
+    """
+    return execute_cells([task])[0]
+
+
+def execute_cells(tasks: Sequence[CellTask], mode: str | None = None) -> list[dict[str, Any]]:
+    """Run cells of one store (as one stack when several: `plan_stacks`); their summaries.
+
+    A cell already completed or diverged is returned as it is; one whose lock another process
+    holds is left alone and gets a summary with status "running"; a failing cell returns a
+    "failed" summary (also written to the store when possible). `mode`: "grouped" or "looped"
+    for a stack (None: the device's default).
 
     Raises:
-        KeyboardInterrupt: only when a signal arrives outside `train_run`'s own handling.
+        KeyboardInterrupt: only when a signal arrives outside the training loop's own handling;
+            every cell's tracker is finished as interrupted first.
     """
+    tasks = [replace(task, config=_with_worker_resources(task.config)) for task in tasks]
+    if len({task.store for task in tasks}) > 1:
+        raise ValueError("the cells of one stack must share a store")
+    results: dict[int, dict[str, Any]] = {}
     try:
-        return _execute(task)
-    except Exception as exc:  # e.g. an unwritable store: report it as this cell's failure
+        folders = [run_store.run_dir(task.store, task.run_id) for task in tasks]
+        with claim_cells(folders) as claim:
+            results.update({n: dict(summary) for n, summary in claim.final.items()})
+            for n in claim.busy:
+                results[n] = _placeholder(tasks[n].run_id, "running", "locked by another process")
+            if claim.held:
+                results.update(_train([tasks[n] for n in claim.held], claim.held, mode))
+    except Exception as exc:  # e.g. an unwritable store: report it as these cells' failure
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return _placeholder(task.run_id, "failed", error)
+        for n, task in enumerate(tasks):
+            results.setdefault(n, _placeholder(task.run_id, "failed", error))
+    return [results[n] for n in range(len(tasks))]
 
 
-def _execute(task: CellTask) -> dict[str, Any]:
-    config = _with_worker_resources(task.config)
-    folder = run_store.run_dir(task.store, config.run_id)
-    info = run_store.cell_info(folder)
-    if info.state in run_store.FINAL_STATES:
-        return dict(info.summary or {})
-    if info.state == "running":
-        return _placeholder(config.run_id, "running", "locked by another process")
-    with cell_lock(folder) as lock:
-        if lock is None:
-            return _placeholder(config.run_id, "running", "locked by another process")
-        info = run_store.cell_info(folder)  # another process may have finished it meanwhile
-        if info.state in run_store.FINAL_STATES:
-            return dict(info.summary or {})
-        return _train(task, config, folder)
-
-
-def _train(task: CellTask, config: RunConfig, folder: Path) -> dict[str, Any]:
-    from runners.training.run import train_run
-
-    tracker = _tracker(task, config)
-    started = time.perf_counter()
-    summary: dict[str, Any] | None = None
-    try:
-        summary = train_run(config, task.store, tracker=tracker, progress=task.progress)
-    except KeyboardInterrupt:
-        summary = _interrupted_summary(config.run_id, folder)
-        raise
-    except Exception as exc:  # the cell failed; the grid goes on
-        summary = _record_failure(config.run_id, folder, exc, time.perf_counter() - started)
-    finally:
-        if summary is not None:
-            # train_run normally closes the tracker itself; finishing twice is a no-op.
-            _safe_finish(tracker, summary)
-    return summary
-
-
-def _tracker(task: CellTask, config: RunConfig) -> Tracker:
+def cell_tracker(task: CellTask) -> Tracker:
+    """The cell's tracker from its W&B options (W&B's files go into the store by default)."""
     opts = task.wandb
-    if opts.mode == "disabled":
-        return NullTracker()
-    directory = opts.directory
-    if directory is None and not os.environ.get("WANDB_DIR"):
-        directory = task.store  # W&B's files then sit in STORE/wandb/, next to the runs
+    if opts.directory is None and not os.environ.get("WANDB_DIR"):
+        opts = replace(opts, directory=task.store)  # STORE/wandb/, next to the runs
+    config = task.config
     return make_tracker(
-        opts.mode,
-        project=opts.project,
-        entity=opts.entity,
-        group=opts.group or task.spec_name,
+        replace(opts, group=opts.group or task.spec_name),
         job_type=config.estimator,
         name=display_name(config.estimator, config.seed, task.factors),
-        tags=opts.tags,
-        directory=directory,
         extra_config={"spec": task.spec_name, "factors": dict(task.factors)},
-        init_timeout=opts.init_timeout,
     )
+
+
+def summary_after_interrupt(task: CellTask) -> dict[str, Any]:
+    """What a cell is after a KeyboardInterrupt escaped the unit it belonged to: its final
+    summary when it had finished (or was already final), else an "interrupted" placeholder."""
+    try:
+        info = run_store.cell_info(run_store.run_dir(task.store, task.run_id))
+        if info.state in run_store.FINAL_STATES and info.summary:
+            return dict(info.summary)
+    except Exception:  # an unreadable store: the placeholder says enough
+        pass
+    return _placeholder(task.run_id, "interrupted", "interrupted")
+
+
+def _train(
+    tasks: list[CellTask], positions: list[int], mode: str | None
+) -> dict[int, dict[str, Any]]:
+    """Train the held cells `tasks` (at `positions` of the caller's list); summaries by position."""
+    trackers = [SafeTracker(cell_tracker(task)) for task in tasks]
+    started = time.perf_counter()
+    try:
+        summaries = train_runs(
+            [task.config for task in tasks],
+            tasks[0].store,
+            trackers=trackers,
+            progress=tasks[0].progress,
+            mode=mode,
+        )
+    except KeyboardInterrupt:
+        for task, tracker in zip(tasks, trackers, strict=True):
+            folder = run_store.run_dir(task.store, task.run_id)
+            tracker.finish(_interrupted_summary(task.run_id, folder))
+        raise
+    except Exception as exc:  # e.g. missing data: every cell of the stack failed
+        wall = time.perf_counter() - started
+        summaries = []
+        for task, tracker in zip(tasks, trackers, strict=True):
+            folder = run_store.run_dir(task.store, task.run_id)
+            summaries.append(_record_failure(task.run_id, folder, exc, wall))
+            tracker.finish(summaries[-1])
+    return dict(zip(positions, summaries, strict=True))
 
 
 def _with_worker_resources(config: RunConfig) -> RunConfig:
@@ -176,18 +213,6 @@ def _interrupted_summary(run_id: str, folder: Path) -> dict[str, Any]:
     return summary
 
 
-def summary_after_interrupt(task: CellTask) -> dict[str, Any]:
-    """What a cell is after a KeyboardInterrupt escaped the unit it belonged to: its final
-    summary when it had finished (or was already final), else an "interrupted" placeholder."""
-    try:
-        info = run_store.cell_info(run_store.run_dir(task.store, task.run_id))
-        if info.state in run_store.FINAL_STATES and info.summary:
-            return dict(info.summary)
-    except Exception:  # an unreadable store: the placeholder says enough
-        pass
-    return _placeholder(task.run_id, "interrupted", "interrupted")
-
-
 def _record_failure(run_id: str, folder: Path, exc: BaseException, wall: float) -> dict[str, Any]:
     """Write (unless train_run already did) and return a `failed` summary."""
     existing, _ = run_store.verify_summary(folder)
@@ -204,10 +229,3 @@ def _record_failure(run_id: str, folder: Path, exc: BaseException, wall: float) 
     except OSError as write_error:  # the store itself is broken: still report the failure
         summary["error"] = f"{error} (and the summary could not be written: {write_error})"
     return summary
-
-
-def _safe_finish(tracker: Tracker, summary: dict[str, Any]) -> None:
-    try:
-        tracker.finish(summary)
-    except Exception:  # a tracker must never turn a finished cell into a failure
-        pass

@@ -1,8 +1,8 @@
 """Where cells run locally: in this process, one after another, or in a pool of processes.
 
-The unit of work is a stack of cells (`runners.training.stacked.plan_stacks`): with `stack=1`
+The unit of work is a stack of cells (`runners.executors.cells.plan_stacks`): with `stack=1`
 each unit is one cell and runs through `runners.executors.cells.execute_cell`, the unit of work
-SLURM array tasks run too; larger stacks run through `runners.training.stacked.execute_stack` (K
+SLURM array tasks run too; larger stacks run through `runners.executors.cells.execute_cells` (K
 cells trained together in one process, each with its own store entry and W&B run: a speed
 setting only). `InProcessExecutor` runs here; `runners.executors.pool.PoolExecutor` in spawned
 processes; `run_cells` picks one from a number of workers.
@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 import torch
 
 from runners.executors.base import GridOutcome
-from runners.executors.cells import CellTask, summary_after_interrupt
+from runners.executors.cells import CellTask, execute_cells, plan_stacks, summary_after_interrupt
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.pool import PoolExecutor
 from runners.executors.signals import catch_signals, signal_of
-from runners.training.stacked import execute_stack, plan_stacks
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class InProcessExecutor:
     """Run cells in this process, one stack after another (what tests and a laptop use).
 
     Attributes:
-        stack: train up to this many compatible cells together (`runners.training.stacked`);
+        stack: train up to this many compatible cells together (`runners.speed.stacking`);
             1 = one cell at a time.
         stack_mode: "grouped" or "looped" stacks (None: the device's default).
         progress: how progress is shown.
@@ -57,7 +56,7 @@ class InProcessExecutor:
                 for task in unit:
                     display.start(task)
                 try:
-                    summaries = execute_stack(unit, self.stack_mode)
+                    summaries = execute_cells(unit, self.stack_mode)
                 except KeyboardInterrupt:
                     # The signal arrived outside train_run's own handling (e.g. while W&B
                     # started): the cells' last checkpoints stay, their state reads as

@@ -23,10 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runners.executors.base import GridOutcome
-from runners.executors.cells import CellTask, set_worker_resources, summary_after_interrupt
+from runners.executors.cells import (
+    CellTask,
+    execute_cells,
+    plan_stacks,
+    set_worker_resources,
+    summary_after_interrupt,
+)
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interrupt, signal_of
-from runners.training.stacked import execute_stack, plan_stacks
 
 
 def available_cpus() -> int:
@@ -45,7 +50,7 @@ class PoolExecutor:
         workers: worker processes.
         devices: one device per worker (e.g. ("cuda:0", "cuda:1")), or empty: each cell uses
             its own setting.
-        stack: train up to this many compatible cells together (`runners.training.stacked`).
+        stack: train up to this many compatible cells together (`runners.speed.stacking`).
         stack_mode: "grouped" or "looped" stacks (None: the device's default).
         progress: how progress is shown.
     """
@@ -126,7 +131,7 @@ def _result(future: Future, unit: list[CellTask]) -> list[dict[str, Any]]:
     except BrokenProcessPool as exc:
         error = f"worker died: {exc}"
         return [{"run_id": t.run_id, "status": "failed", "error": error} for t in unit]
-    except Exception as exc:  # execute_stack never raises; this is a pickling or pool problem
+    except Exception as exc:  # execute_cells never raises; this is a pickling or pool problem
         error = f"{type(exc).__name__}: {exc}"
         return [{"run_id": t.run_id, "status": "failed", "error": error} for t in unit]
 
@@ -144,10 +149,10 @@ def _init_worker(device_queue: Any, has_devices: bool, threads: int) -> None:
 
 
 def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[str, Any]]:
-    """execute_stack in a worker: a signal during training interrupts it, as in the parent."""
+    """execute_cells in a worker: a signal during training interrupts it, as in the parent."""
     previous = {s: signal.signal(s, raise_interrupt) for s in STOP_SIGNALS}
     try:
-        return execute_stack(unit, mode)
+        return execute_cells(unit, mode)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -1,1 +1,1 @@
-"""runners/speed"""
+"""Speed settings that keep the arithmetic: fast layers, step strategies, stacks of runs."""

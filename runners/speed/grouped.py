@@ -9,26 +9,27 @@ k, from member k's own batch order. The loss is the SUM of the members' mean MSE
 gradient is exactly its unstacked gradient; Adam is elementwise, so one Adam over the stacked
 tensors is K Adams (same lr, betas, eps, bias correction: the step count is shared).
 
-Each member keeps everything else of an ordinary run (`runners.training.loop.RunLoop`): its folder,
-lock, config.json, data and noise generators, per-step and per-epoch logs, evaluation, checkpoint
-(unstacked: a stacked cell resumes stacked or alone), figure, summary and tracker. Results equal
-the unstacked run's up to float rounding (grouped kernels sum in another order); see
-runners/fast.py on how such rounding differences grow in this chaotic training.
+Each member keeps everything else of an ordinary run (`runners.training.state.RunState` and
+`runners.training.bookkeeping.Run`): its folder, lock, config.json, data and noise generators,
+per-step and per-epoch logs, evaluation, checkpoint (unstacked: a stacked cell resumes stacked
+or alone), figure, summary and tracker. Results equal the unstacked run's up to float rounding
+(grouped kernels sum in another order); `runners.speed.layers` explains how such rounding
+differences grow in this chaotic training.
 
-This module: the grouped model, its (un)stacking, and `TrainingStack` (the members training
-together, grouped or looped). The training loop and the executors' side: `runners.training.stacked`.
+This module: the grouped model and the (un)stacking of weights and optimiser state. How a stack
+steps with it: `runners.speed.stacking.GroupedSteps`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from runners.errors import UserError
 from runners.speed.layers import FastConv2d, FastConvTranspose2d
+from runners.training.data import normalize
 
 # Modules that act elementwise: the stacked model uses them as they are.
 _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.Sigmoid, nn.Identity, nn.Hardtanh)
@@ -96,94 +97,6 @@ class StackedAutoencoder(nn.Module):
         self.pre_grad_norms = torch.linalg.vector_norm(per_member, dim=(0, 2))
 
 
-class TrainingStack:
-    """The `RunLoop`s still training together: a grouped model, or the members' own models.
-
-    `train_step(index)` trains every member one step on its images `index[k]`; in "grouped" mode
-    on one `StackedAutoencoder` with one Adam (loaded from and `unload`ed into the members),
-    in "looped" mode by each member's own step (`RunLoop._step_function`) on its own model and
-    optimiser.
-    """
-
-    def __init__(self, members: list[Any], mode: str, cuda_graph: bool) -> None:
-        self.members = list(members)
-        self.mode, self.cuda_graph = mode, cuda_graph
-        first = self.members[0]
-        self.device, self.config = first.device, first.config
-        self.images = first.data.train.images
-        if mode == "grouped":
-            self._build_grouped()
-        else:  # each member's own step (`RunLoop._step_function`: eager, or compiled)
-            self.steps = {id(m): m._step_function() for m in self.members}
-
-    def _build_grouped(self) -> None:
-        from runners.speed.layers import adam
-        from runners.speed.steps import TrainStep, graph_capturable
-        from runners.training.run import build_optimizer
-
-        config, members = self.config, self.members
-        self.model = StackedAutoencoder([m.model for m in members])
-        graph = (
-            self.cuda_graph
-            and self.device.type == "cuda"
-            and graph_capturable(m.model.estimator for m in members)
-        )
-        if graph:
-            betas = (config.beta1, config.beta2)
-            params = self.model.parameters()
-            self.optimizer = adam(params, config.lr, betas, self.device, capturable=True)
-        else:
-            self.optimizer = build_optimizer(config, self.model)  # the same Adam as one run's
-        stack_optimizer_state(self.optimizer, [m.optimizer for m in members])
-        self.step = TrainStep(
-            self.model,
-            self.optimizer,
-            self.model,
-            member_losses,
-            lambda: self.model.pre_grad_norms,
-            device=self.device,
-            precision=config.precision,
-            compile=config.compile,
-            cuda_graph=graph,
-        )
-
-    def train(self) -> None:
-        """Training mode for the models (the evaluation of the last epoch left them in eval)."""
-        for member in self.members:
-            member.model.train()
-        if self.mode == "grouped":
-            self.model.train()
-
-    def train_step(self, index: torch.Tensor) -> tuple[list[Any], list[Any]]:
-        """One step of every member on its images `index[k]`: (losses, gradient norms), lazy."""
-        if self.mode == "looped":
-            from runners.training.data import get_batch
-
-            out = [
-                self.steps[id(member)](get_batch(self.images, index[k]))
-                for k, member in enumerate(self.members)
-            ]
-            return [o[0] for o in out], [o[1] for o in out]
-        losses, norms = self.step(stack_batch(self.images, index))
-        k = len(self.members)
-        return list(losses.unbind()), [None] * k if norms is None else list(norms.unbind())
-
-    def unload(self) -> None:
-        """Copy the grouped model's weights and optimiser state back into the members."""
-        if self.mode == "grouped":
-            self.model.unload_members([m.model for m in self.members])
-            unstack_optimizer_state(self.optimizer, [m.optimizer for m in self.members])
-
-    def drop(self, leaving: list[Any]) -> None:
-        """Remove members (diverged) and rebuild the grouped model from the others."""
-        staying = [m for m in self.members if m not in leaving]
-        if staying and self.mode == "grouped":
-            self.unload()
-            self.members = staying
-            self._build_grouped()
-        self.members = staying
-
-
 def member_losses(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Each member's mean squared error, shape (K,); their sum is what is back-propagated."""
     return (recon - x).square().mean(dim=(0, 2, 3))
@@ -192,10 +105,9 @@ def member_losses(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def stack_batch(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Member k's images `index[k]` (K, B) of uint8 `images` (N, 1, H, W) as (B, K, H, W) floats.
 
-    The normalisation is `runners.training.data.normalize`, the same arithmetic as one run's batches.
+    The normalisation is `runners.training.data.normalize`, the same arithmetic as one run's
+    batches.
     """
-    from runners.training.data import normalize
-
     k, b = index.shape
     batch = images.index_select(0, index.reshape(-1))
     batch = batch.reshape(k, b, *images.shape[-2:]).transpose(0, 1).contiguous()

@@ -1,27 +1,19 @@
 """Fast paths for training the autoencoder: the same arithmetic with fewer wasted cycles.
 
-Every run uses them: `runners.training.run.build_model` returns `prepare_model(...)` and
-`build_optimizer` returns `adam(...)` (`fast=False` there gives the plain modules).
+Every run uses them: `runners.training.recipe.build_model` returns `prepare_model(...)` and
+`build_optimizer` returns `adam(...)` (`fast=False` there gives the plain modules). The speed-ups
+are measured in benchmarks/README.md.
 
-Measured on the 2-core CPU here (benchmarks/README.md has the tables), for the article's training
-step at batch 64 in fp32:
-
-- `adam(...)` picks the fused Adam kernel where torch has one: one pass over the 7M parameters
-  instead of about ten elementwise passes (~1.07-1.10x on the whole step). Same formula.
+- `adam(...)`: the fused Adam kernel where torch has one (one pass over the parameters instead
+  of about ten elementwise passes). Same formula.
 - `use_point_matmuls(model)`: the encoder's last convolution (3x3 -> 1x1) and the decoder's first
-  transposed convolution (1x1 -> 3x3) touch one kernel window only, so they are matrix products.
-  As convolutions they run at 50-75 GFLOP/s (the transposed one also computes the 5x5 window
-  that its padding then crops); as `F.linear`/`bmm`, near the matmul peak. The first layer (one
-  input channel) and the last (one output channel) become im2col/col2im + matmul, where oneDNN
-  is slow for a single channel. The weights, their names and their gradients are unchanged
-  (~1.13-1.24x; with fused Adam ~1.28-1.45x).
-- channels_last: no gain on this CPU (oneDNN 3.x; it adds layout copies), so it is on for CUDA
-  only, where cuDNN prefers NHWC (not measured here: no GPU).
-- `tune_cpu_malloc()`: glibc keeps the ~30 MB a step frees instead of returning it to the OS and
-  page-faulting it back every step (~1.1-1.15x; process-wide, so `prepare_model` does it for
-  CPU runs).
-- bf16 autocast (`precision: bf16`, opt-in: results change beyond float noise) gives ~1.25x more
-  on a CPU with AVX512-BF16.
+  transposed convolution (1x1 -> 3x3) touch one kernel window only, so they are matrix products;
+  the first layer (one input channel) and the last (one output channel) become im2col/col2im +
+  matmul, where oneDNN is slow for a single channel. Weights, their names and their gradients
+  are unchanged. CPU tensors only: on CUDA the layers run cuDNN's kernels.
+- channels_last on CUDA only, where cuDNN prefers NHWC (on the CPU it only adds layout copies).
+- `tune_cpu_malloc()`: glibc keeps the memory a step frees instead of returning it to the OS and
+  page-faulting it back every step (process-wide, so `prepare_model` does it for CPU runs).
 
 "Same arithmetic" means equal up to float rounding: one step differs by ~1e-7 relative. Training
 this model is chaotic (binary codes, Adam on near-zero gradients), so such differences grow to a
@@ -29,12 +21,8 @@ few percent of the loss within ~30 steps, exactly as they do between 1 and 2 CPU
 plain code: compare fast and plain runs by their distributions over seeds, not value by value.
 Both are deterministic run to run.
 
-The matmul layers act on CPU tensors only: they were measured there. On CUDA the layers run
-cuDNN's kernels (which use TF32 for convolutions by default, unlike matmuls).
-
-GPU extras, all behind flags with a fallback to eager execution, are in `runners.speed.steps`:
-`TrainStep(compile=True)` (torch.compile) and `TrainStep(cuda_graph=True)` (capture of the
-whole step). Not measured here.
+Other ways to execute a step (torch.compile, CUDA graphs, grouped models) are step strategies:
+`runners.speed.strategies` and `runners.speed.stacking`.
 """
 
 from __future__ import annotations
@@ -242,9 +230,9 @@ def tune_cpu_malloc() -> bool:
 
     A training step frees and reallocates ~30 MB of gradients and activations. With glibc's
     defaults the freed top of the heap goes back to the OS and every step page-faults it in again
-    (~7,000 faults, 10-15 ms of system time per step here). Raising the mmap threshold to its
-    maximum (32 MB) and disabling trimming keeps that memory mapped: the process's resident size
-    stays at its peak, and the step gets ~10-15% faster. Process-wide and not undoable (glibc
+    (thousands of faults per step). Raising the mmap threshold to its maximum (32 MB) and
+    disabling trimming keeps that memory mapped: the process's resident size stays at its peak,
+    and the step gets faster (benchmarks/README.md). Process-wide and not undoable (glibc
     has no way back to its dynamic defaults); a no-op where the C library is not glibc.
     """
     if _MALLOC["deferred"]:
@@ -343,10 +331,3 @@ def _fused_adam_supported(device: torch.device) -> bool:
     except (RuntimeError, TypeError):
         return False
     return True
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast when `precision == "bf16"`, else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()

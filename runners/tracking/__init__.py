@@ -1,1 +1,1 @@
-"""runners/tracking"""
+"""Experiment tracking: the hooks the engine calls, their failure guard, and W&B."""

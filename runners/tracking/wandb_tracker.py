@@ -1,9 +1,9 @@
-"""Experiment tracking hooks called by the training loop.
+"""Weights & Biases tracking: one cell -> one W&B run, with the real `wandb` client.
 
-`Tracker` is the interface; `NullTracker` does nothing; `WandbTracker` sends one cell to one
-W&B run with the real `wandb` client. A tracker must never raise into training: failures are
-logged and tracking is switched off for the rest of the run, local results are unaffected (the
-run store, not W&B, is the source of truth).
+`WandbOptions` is how a grid reports (picklable, inside each `CellTask`); `make_tracker` builds
+a cell's tracker from them. A failing W&B call raises into `runners.tracking.tracker.SafeTracker`,
+which switches tracking off for the rest of the run: local results are unaffected (the run
+store, not W&B, is the source of truth).
 
 W&B layout of a cell's run: group = spec name, job_type = canonical estimator spec, name like
 ``sigmoid(beta=4)-s3``, id derived from the cell's run id (so a resumed cell resumes the same
@@ -16,7 +16,6 @@ image; the final summary's scalars in the run summary. Custom step axes (not W&B
 
 from __future__ import annotations
 
-import logging
 import netrc
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-log = logging.getLogger(__name__)
+from runners.tracking.tracker import NullTracker, Tracker
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEFAULT_PROJECT = "ste-ablations"
@@ -33,29 +32,6 @@ DEFAULT_HOST = "https://api.wandb.ai"
 # Online start-up gives up after this long and the tracker falls back to offline.
 DEFAULT_INIT_TIMEOUT_S = 60.0
 _ONLINE_FAILED: list[str] = []  # run ids whose online start-up failed in this process
-
-
-class Tracker:
-    """Interface called by `runners.training.run.train_run`."""
-
-    def start(self, config: dict[str, Any], run_id: str, resumed: bool) -> None:
-        """Called once before training (also when resuming from a checkpoint)."""
-
-    def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        """Called after each training step (global step, 1-based)."""
-
-    def log_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        """Called after each epoch with the record written to metrics.jsonl."""
-
-    def log_image(self, key: str, path: str) -> None:
-        """Called with the path of an image written to the run folder."""
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Called once at the end with the summary written to summary.json."""
-
-
-class NullTracker(Tracker):
-    """Tracks nothing."""
 
 
 def has_wandb_credentials() -> bool:
@@ -132,171 +108,69 @@ class WandbOptions:
 
 
 def make_tracker(
-    mode: str,
+    options: WandbOptions,
     *,
-    project: str | None = None,
-    entity: str | None = None,
-    group: str | None = None,
     job_type: str | None = None,
     name: str | None = None,
-    tags: tuple[str, ...] | list[str] = (),
-    directory: str | os.PathLike[str] | None = None,
     extra_config: dict[str, Any] | None = None,
-    init_timeout: float = DEFAULT_INIT_TIMEOUT_S,
 ) -> Tracker:
-    """Build the tracker for one cell.
+    """The tracker for one cell: `NullTracker` when `options.mode` is "disabled", else a
+    `WandbTracker` (resolve "auto" first with `resolve_mode`).
 
     Args:
-        mode: "online", "offline" or "disabled" (resolve "auto" first with `resolve_mode`).
-        project, entity, group, job_type, name, tags: the W&B run's fields.
-        directory: where W&B writes (it makes a `wandb/` folder inside); None = WANDB_DIR or cwd.
+        options: the grid's W&B options.
+        job_type, name: the cell's W&B run fields (canonical estimator spec, `display_name`).
         extra_config: added to the resolved config sent to W&B.
-        init_timeout: seconds before an online start-up gives up and falls back to offline.
-
-    Returns:
-        `NullTracker` when disabled, else a `WandbTracker`.
     """
-    if mode == "disabled":
+    if options.mode == "disabled":
         return NullTracker()
-    return WandbTracker(
-        mode=mode,
-        project=project or DEFAULT_PROJECT,
-        entity=entity,
-        group=group,
-        job_type=job_type,
-        name=name,
-        tags=tuple(tags),
-        directory=None if directory is None else os.fspath(directory),
-        extra_config=dict(extra_config or {}),
-        init_timeout=init_timeout,
-    )
+    return WandbTracker(options, job_type=job_type, name=name, extra_config=extra_config)
 
 
 class WandbTracker(Tracker):
-    """One cell → one W&B run. Every call is guarded: a failure disables the tracker."""
+    """One cell -> one W&B run. Failures raise: `runners.tracking.tracker.SafeTracker` handles
+    them; only the online start-up has its own fallback (to offline)."""
 
     def __init__(
         self,
+        options: WandbOptions,
         *,
-        mode: str,
-        project: str,
-        entity: str | None = None,
-        group: str | None = None,
         job_type: str | None = None,
         name: str | None = None,
-        tags: tuple[str, ...] = (),
-        directory: str | None = None,
         extra_config: dict[str, Any] | None = None,
-        init_timeout: float = DEFAULT_INIT_TIMEOUT_S,
     ) -> None:
-        self.mode = mode
-        self.project = project
-        self.entity = entity
-        self.group = group
-        self.job_type = job_type
-        self.name = name
-        self.tags = tuple(tags)
-        self.directory = directory
+        self.options = options
+        self.mode = options.mode  # becomes "offline" when an online start-up fails
+        self.job_type, self.name = job_type, name
         self.extra_config = dict(extra_config or {})
-        self.init_timeout = init_timeout
         self.run: Any = None
-        self.disabled = False
-        self.error: str | None = None  # why tracking stopped, if it did
         self._epoch = 0
 
     # --- Tracker interface -------------------------------------------------------------------
 
     def start(self, config: dict[str, Any], run_id: str, resumed: bool) -> None:
         """Start (or resume) the cell's W&B run; falls back to offline if online start-up fails."""
-        if self.run is not None or self.disabled:
+        if self.run is not None:
             return
-        try:
-            self._start(config, run_id)
-        except Exception as exc:  # any W&B problem: keep training, say why once
-            self._disable("start", exc)
-
-    def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        """Log the step's scalars as ``train/<key>`` against ``global_step``."""
-        data: dict[str, Any] = {
-            f"train/{_step_key(k)}": v for k, v in metrics.items() if v is not None
-        }
-        data["global_step"] = step
-        self._log(data, "log_step")
-
-    def log_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        """Log the epoch record's scalars as ``epoch/<key>`` and bit rates as a histogram."""
-        if not self._active():
-            return
-        try:
-            import wandb
-
-            self._epoch = epoch
-            data: dict[str, Any] = {"epoch": epoch}
-            if isinstance(record.get("step"), int):
-                data["global_step"] = record["step"]
-            for key, value in record.items():
-                if key in ("epoch", "step"):
-                    continue
-                if key == "bit_rates" and isinstance(value, list) and value:
-                    data["codes/bit_rates"] = wandb.Histogram(value, num_bins=32)
-                elif _is_scalar(value):
-                    data[f"epoch/{key}"] = value
-        except Exception as exc:
-            self._disable("log_epoch", exc)
-            return
-        self._log(data, "log_epoch")
-
-    def log_image(self, key: str, path: str) -> None:
-        """Log an image file (e.g. the reconstruction figure) against the current epoch."""
-        if not self._active():
-            return
-        try:
-            import wandb
-
-            data = {key: wandb.Image(str(path), caption=Path(path).name), "epoch": self._epoch}
-        except Exception as exc:
-            self._disable("log_image", exc)
-            return
-        self._log(data, "log_image")
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Write the final summary's scalars and close the run (a no-op when already closed)."""
-        if not self._active():
-            return
-        run, self.run = self.run, None
-        try:
-            run.summary.update({k: v for k, v in summary.items() if _is_scalar(v) or v is None})
-            status = summary.get("status")
-            if status == "interrupted" and hasattr(run, "mark_preempting"):
-                run.mark_preempting()
-            run.finish(exit_code=0 if status == "completed" else 1)
-        except Exception as exc:
-            self.run = run
-            self._disable("finish", exc)
-
-    # --- internals ---------------------------------------------------------------------------
-
-    def _start(self, config: dict[str, Any], run_id: str) -> None:
-        import wandb
-
-        full_config = {**config, **self.extra_config, "run_id": run_id}
+        wandb = _client()
+        opts = self.options
         # The image comes at the end; without epochs logged in this process (a resume right
         # before the end) it still belongs to the last epoch.
         self._epoch = int(config.get("epochs") or 0)
         kwargs: dict[str, Any] = dict(
-            project=self.project,
-            entity=self.entity,
-            group=self.group,
+            project=opts.project,
+            entity=opts.entity,
+            group=opts.group,
             job_type=self.job_type,
             name=self.name or run_id,
-            tags=list(self.tags) or None,
-            config=full_config,
+            tags=list(opts.tags) or None,
+            config={**config, **self.extra_config, "run_id": run_id},
             id=wandb_run_id(run_id),
             resume="allow",
-            dir=self.directory,
+            dir=opts.directory,
         )
-        if self.directory:
-            Path(self.directory).mkdir(parents=True, exist_ok=True)
+        if opts.directory:
+            Path(opts.directory).mkdir(parents=True, exist_ok=True)
         if self.mode == "online" and _ONLINE_FAILED:
             # One timeout per process is enough: later cells go offline at once.
             self.mode = "offline"
@@ -322,37 +196,78 @@ class WandbTracker(Tracker):
         self.run.define_metric("codes/*", step_metric="epoch")
         self.run.define_metric("reconstruction", step_metric="epoch")
 
-    def _settings(self) -> Any:
-        import wandb
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Log the step's scalars as ``train/<key>`` against ``global_step``."""
+        data: dict[str, Any] = {
+            f"train/{_step_key(k)}": v for k, v in metrics.items() if v is not None
+        }
+        data["global_step"] = step
+        self._log(data)
 
+    def log_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """Log the epoch record's scalars as ``epoch/<key>`` and bit rates as a histogram."""
+        if self.run is None:
+            return
+        wandb = _client()
+        self._epoch = epoch
+        data: dict[str, Any] = {"epoch": epoch}
+        if isinstance(record.get("step"), int):
+            data["global_step"] = record["step"]
+        for key, value in record.items():
+            if key in ("epoch", "step"):
+                continue
+            if key == "bit_rates" and isinstance(value, list) and value:
+                data["codes/bit_rates"] = wandb.Histogram(value, num_bins=32)
+            elif _is_scalar(value):
+                data[f"epoch/{key}"] = value
+        self._log(data)
+
+    def log_image(self, key: str, path: str) -> None:
+        """Log an image file (e.g. the reconstruction figure) against the current epoch."""
+        if self.run is None:
+            return
+        self._log({key: _client().Image(str(path), caption=Path(path).name), "epoch": self._epoch})
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the final summary's scalars and close the run (a no-op when already closed)."""
+        if self.run is None:
+            return
+        self.run.summary.update({k: v for k, v in summary.items() if _is_scalar(v) or v is None})
+        status = summary.get("status")
+        if status == "interrupted" and hasattr(self.run, "mark_preempting"):
+            self.run.mark_preempting()
+        self.run.finish(exit_code=0 if status == "completed" else 1)
+        self.run = None
+
+    def abort(self) -> None:
+        """Close the W&B run as failed (after another hook raised)."""
+        run, self.run = self.run, None
+        if run is not None:
+            run.finish(exit_code=1)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _settings(self) -> Any:
         # silent: the grid prints its own progress; console off: don't wrap stdout/tqdm.
         # reinit="create_new": stacked training keeps K runs open in one process; the default
         # would hand every later wandb.init the first, still-open run.
-        return wandb.Settings(
-            init_timeout=self.init_timeout, silent=True, console="off", reinit="create_new"
+        return _client().Settings(
+            init_timeout=self.options.init_timeout,
+            silent=True,
+            console="off",
+            reinit="create_new",
         )
 
-    def _active(self) -> bool:
-        return self.run is not None and not self.disabled
-
-    def _log(self, data: dict[str, Any], where: str) -> None:
-        if not self._active():
-            return
-        try:
+    def _log(self, data: dict[str, Any]) -> None:
+        if self.run is not None:
             self.run.log(data)
-        except Exception as exc:
-            self._disable(where, exc)
 
-    def _disable(self, where: str, exc: BaseException) -> None:
-        self.disabled = True
-        self.error = f"{where}: {_one_line(exc)}"
-        _warn(f"W&B tracking stopped ({self.error}); training and local results are unaffected")
-        run, self.run = self.run, None
-        if run is not None:
-            try:
-                run.finish(exit_code=1)
-            except Exception:  # already broken; nothing more to save
-                log.debug("W&B finish after failure also failed", exc_info=True)
+
+def _client() -> Any:
+    # The wandb client is imported on first use: it is optional and takes about a second.
+    import wandb
+
+    return wandb
 
 
 def _step_key(key: str) -> str:

@@ -1,1 +1,2 @@
-"""runners/training"""
+"""The article's recipe and the engine that trains it: model, data, run state, the epoch loop,
+bookkeeping, evaluation and metrics."""

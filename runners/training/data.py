@@ -161,6 +161,7 @@ def _labels(array: np.ndarray) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=2)
 def _load_mnist(root: str, download: bool) -> tuple[Split, Split]:
+    # torchvision is imported only for the full MNIST: it is heavy, and mnist-mini needs none.
     from torchvision.datasets import MNIST
 
     raw = Path(root) / "MNIST" / "raw"

@@ -8,7 +8,6 @@ not depend on the other images in its batch; the callers switch the mode.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from runners.store.format import atomic_write_bytes
 from runners.training.data import normalize
+from runners.training.session import autocast
 
 EVAL_BATCH = 1000  # fixed, so evaluation arithmetic does not depend on the dataset size
 FIGURE_IMAGES = 5  # the article's figure: five originals beside their reconstructions
@@ -31,13 +31,6 @@ class EvalResult:
     codes: torch.Tensor
 
 
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast around the forward when `precision == "bf16"`, else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp32") -> EvalResult:
     """Test MSE (over all pixels of all images) and codes of uint8 `images` (N, 1, 28, 28)."""
@@ -45,7 +38,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, precision: str = "fp3
     codes = []
     for start in range(0, images.shape[0], EVAL_BATCH):
         x = normalize(images[start : start + EVAL_BATCH])
-        with autocast_context(precision, images.device):
+        with autocast(precision, images.device):
             code = model.encode(x)
             recon = model.decode(code)
         squared += F.mse_loss(recon.float(), x, reduction="sum").to(torch.float64)
@@ -61,7 +54,7 @@ def encode_all(
     """Binary codes (N, C) uint8 on the CPU of uint8 `images`."""
     codes = []
     for start in range(0, images.shape[0], EVAL_BATCH):
-        with autocast_context(precision, images.device):
+        with autocast(precision, images.device):
             code = model.encode(normalize(images[start : start + EVAL_BATCH]))
         codes.append(code.reshape(code.shape[0], -1).to(torch.uint8))
     return torch.cat(codes).cpu()
@@ -73,7 +66,7 @@ def reconstruct(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(originals, reconstructions) as float32 CPU tensors in [-1, 1] of uint8 `images`."""
     x = normalize(images)
-    with autocast_context(precision, images.device):
+    with autocast(precision, images.device):
         recon = model(x)
     return x.cpu(), recon.float().cpu()
 
@@ -84,6 +77,7 @@ def save_reconstruction_png(path: Path, originals: torch.Tensor, recons: torch.T
     Written with matplotlib's Agg canvas and no PNG metadata, so the same images give the same
     bytes. Unlike the article (autoscaled grey levels) both panels share the fixed range [-1, 1].
     """
+    # matplotlib is imported when a figure is drawn: it takes about a second to import.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

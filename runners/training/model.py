@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ste_variants.base import Estimator
+from ste_variants.module import Binarize
+
 ARTICLE_PARAMETERS = 6_985_729
 
 
@@ -41,8 +44,6 @@ class BinaryAutoencoder(nn.Module):
         pre_threshold_relu: bool = True,
     ) -> None:
         super().__init__()
-        from ste_variants import Binarize
-
         self.code_channels = code_channels
         self.pre_threshold_relu = pre_threshold_relu
         # Layers are created in the article's order and before the estimator, so the default
@@ -82,7 +83,7 @@ class BinaryAutoencoder(nn.Module):
         self.pre_grad_norm: torch.Tensor | None = None
 
     @property
-    def estimator(self):  # noqa: ANN201 - ste_variants.Estimator, imported lazily
+    def estimator(self) -> Estimator:
         """The estimator object used by the threshold."""
         return self.binarize.estimator
 

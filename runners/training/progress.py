@@ -1,7 +1,8 @@
-"""Progress of one run: a tqdm bar on a terminal, plain log lines on stderr otherwise, or nothing.
+"""Progress of training: a tqdm bar on a terminal, plain log lines on stderr otherwise, or nothing.
 
-Used by `runners.training.loop.RunLoop` (one per run, also per member of a stack): a line when training
-starts, the bar's steps and loss, a line per finished epoch, and a closing line with the status.
+`RunProgress` is one run's (also each member's of a stack): a line when a lone run starts, its
+bar's steps and loss, a line per finished epoch, and a closing line with the status. A stack
+shows one step bar for all its members (`stack_bar`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 
 class RunProgress:
@@ -29,8 +31,6 @@ class RunProgress:
             f"step {step}/{self.total}"
         )
         if self.bar_wanted:
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=self.total,
                 initial=step,
@@ -70,3 +70,10 @@ class RunProgress:
             self.bar.write(message, file=sys.stderr)
         else:
             print(message, file=sys.stderr, flush=True)
+
+
+def stack_bar(progress: bool | None, k: int) -> tqdm | None:
+    """One step bar for a stack of `k` runs (None = on a terminal only; False = none)."""
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    return tqdm(desc=f"stack of {k}", unit="step", file=sys.stderr, leave=False)

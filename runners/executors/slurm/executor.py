@@ -34,12 +34,11 @@ from tqdm import tqdm
 
 from runners.errors import UserError
 from runners.executors.base import GridOutcome
-from runners.executors.cells import CellTask
+from runners.executors.cells import CellTask, plan_stacks
 from runners.executors.slurm.options import SlurmOptions
 from runners.executors.slurm.record import LIVE_STATES, record_submission, slurm_states
 from runners.executors.slurm.task import CellBatch
 from runners.store import format as run_store
-from runners.training.stacked import plan_stacks
 
 
 @dataclass(frozen=True)
@@ -230,7 +229,7 @@ def spec_name_of(tasks: Sequence[CellTask]) -> str:
 
 
 def task_chunks(todo: list[CellTask], size: int, stack: int) -> list[list[CellTask]]:
-    """The cells of each array task: whole stacks (`runners.training.stacked.plan_stacks`),
+    """The cells of each array task: whole stacks (`runners.executors.cells.plan_stacks`),
     packed in order into tasks of at most `size` cells (`size` >= `stack`)."""
     chunks: list[list[CellTask]] = []
     for unit in plan_stacks(todo, stack):

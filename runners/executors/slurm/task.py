@@ -2,7 +2,7 @@
 
 `CellBatch` is the callable submitit pickles for each array task. It runs its cells with
 `runners.executors.cells.execute_cell` (the unit of work of every executor), one after another
-(or, with `stack=K`, in stacks of up to K cells through `runners.training.stacked.execute_stack`),
+(or, with `stack=K`, in stacks of up to K cells through `runners.executors.cells.execute_cells`),
 with torch's thread count taken from SLURM_CPUS_PER_TASK (without CPU binding a task would
 otherwise use every core of the node).
 
@@ -23,8 +23,13 @@ from typing import Any
 
 import submitit
 
-from runners.executors.cells import CellTask, set_worker_resources, summary_after_interrupt
-from runners.training.stacked import execute_stack, plan_stacks
+from runners.executors.cells import (
+    CellTask,
+    execute_cells,
+    plan_stacks,
+    set_worker_resources,
+    summary_after_interrupt,
+)
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -45,7 +50,7 @@ class CellBatch(submitit.helpers.Checkpointable):
         with _Preemption() as preemption:
             for unit in plan_stacks(self.tasks, self.stack):
                 try:
-                    done = execute_stack(unit, self.mode)
+                    done = execute_cells(unit, self.mode)
                 except KeyboardInterrupt:  # a signal outside train_run's own handling
                     done = [summary_after_interrupt(t) for t in unit]
                 for task, summary in zip(unit, done, strict=True):
