@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from runners.speed.grouped import StackedAutoencoder, member_losses
-from runners.speed.layers import adam, prepare_model
 from runners.training.data import MNIST_FILES, load_arrays, normalize, resolve_data_root
+from runners.training.kernels import adam, prepare_model
 from runners.training.model import BinaryAutoencoder
 
 VARIANTS = {

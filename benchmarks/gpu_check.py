@@ -119,8 +119,8 @@ def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
 
 def _stack_check(out: Path, device: str, quick: bool) -> None:
     from runners.config import RunConfig
+    from runners.engine.train import train_run, train_runs
     from runners.store.format import read_jsonl, run_dir
-    from runners.training.engine import train_run, train_runs
 
     base = {"dataset": "mnist-mini", "device": device, "epochs": 1 if quick else 2,
             "train_subset": 256 if quick else None, "test_subset": 128 if quick else None}  # fmt: skip

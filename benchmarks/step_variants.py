@@ -3,7 +3,7 @@
     python benchmarks/step_variants.py [THREADS] [ROUNDS] [STEPS]
 
 Batch 64 of random images (no data loading): plain, channels_last, fused Adam, the point-layer
-matmuls of runners.speed.layers, both, both + channels_last, and bf16 autocast. Prints the median and
+matmuls of runners.training.kernels, both, both + channels_last, and bf16 autocast. Prints the median and
 best round of each; the best round is the robust number on a shared machine (interference only
 ever slows a round down).
 """
@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from runners.speed.layers import adam, use_point_matmuls
+from runners.training.kernels import adam, use_point_matmuls
 from runners.training.model import BinaryAutoencoder
 
 VARIANTS = {

@@ -236,7 +236,7 @@ def _check_values(
     # Estimator: validated (and canonicalised) by the registry itself.
     spec = values["estimator"]
     try:
-        from ste_variants import canonical_spec
+        from ste_variants import canonical_spec  # lazily: the registry imports torch
 
         out["estimator"] = canonical_spec(spec)
     except Exception as exc:  # EstimatorSpecError, or a TypeError for a non-spec value

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from runners.config import RunConfig
+from runners.engine.train import train_run
 from runners.store.format import run_dir
-from runners.training.engine import train_run
 
 # Small enough for a 2-core CPU (4 steps of 64 images per epoch), big enough to learn something.
 TINY = {

@@ -55,6 +55,7 @@ def test_the_article_loop_is_the_articles_model_and_data():
         assert seconds > 0 and loop.images == 128 and loop.last_loss == loop.last_loss
 
 
+@pytest.mark.slow  # a benchmark smoke test: CI runs it (make test-slow)
 def test_bench_prints_json_with_every_loop(capsys):
     assert main(["bench", "--steps", "1", "--rounds", "2", "--threads", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -86,6 +87,7 @@ def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path)
     assert "n/a" in format_report(result)
 
 
+@pytest.mark.slow  # a benchmark smoke test: CI runs it (make test-slow)
 def test_grid_mode_trains_for_real_or_extrapolates(tmp_path):
     common = dict(
         device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
@@ -123,6 +125,7 @@ def test_bad_input_is_one_line(argv, message, capsys):
     assert err == f"ste-ablate: error: {message}, got {argv[-1]!r}".replace(", got '0'", ", got 0")
 
 
+@pytest.mark.slow  # a benchmark smoke test: CI runs it (make test-slow)
 def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
     module = _benchmark_script("fresh_processes")
     argv = ["--steps", "2", "--warmup", "0", "--rounds", "2", "--threads", "1", "--json"]
@@ -134,6 +137,7 @@ def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
     assert result["ratio"] == pytest.approx(medians["ours"] / medians["article"])
 
 
+@pytest.mark.slow  # a benchmark smoke test: CI runs it (make test-slow)
 def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
     # benchmarks/gpu_check.py is the one script a session with a GPU runs; --quick on the CPU
     # keeps it from rotting between such sessions.

@@ -1,4 +1,4 @@
-"""The fast path: runners.speed.layers (matmul layers, fused Adam) and the step strategies of
+"""The fast path: runners.training.kernels (matmul layers, fused Adam) and the step strategies of
 runners.speed.strategies (torch.compile, CUDA graphs, each with an eager fallback)."""
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ import torch
 from torch import nn
 
 from runners.commands import train as train_cmd
-from runners.speed.layers import (
+from runners.engine.train import train_run
+from runners.speed.strategies import (
+    graph_capturable,
+    model_step,
+    restore_training,
+    snapshot_training,
+)
+from runners.store.format import read_jsonl, run_dir
+from runners.training.kernels import (
     FastConv2d,
     FastConvTranspose2d,
     adam,
@@ -23,14 +31,6 @@ from runners.speed.layers import (
     tune_cpu_malloc,
     use_point_matmuls,
 )
-from runners.speed.strategies import (
-    graph_capturable,
-    model_step,
-    restore_training,
-    snapshot_training,
-)
-from runners.store.format import read_jsonl, run_dir
-from runners.training.engine import train_run
 from runners.training.model import BinaryAutoencoder
 from runners.training.state import load_optimizer_state
 from ste_variants import get_estimator

@@ -84,10 +84,26 @@ def test_function_level_imports_of_project_modules_say_why():
                     module = inner.names[0].name
                 if not _is_project(module):
                     continue
-                here, above = lines[inner.lineno - 1], lines[inner.lineno - 2]
-                if "#" not in here and not above.strip().startswith("#"):
-                    found.append(f"{path.relative_to(ROOT)}:{inner.lineno}: {here.strip()}")
+                if not _reason_given(lines, inner.lineno - 1):
+                    found.append(
+                        f"{path.relative_to(ROOT)}:{inner.lineno}: {lines[inner.lineno - 1].strip()}"
+                    )
     assert not found, "function-level imports without a reason:\n" + "\n".join(found)
+
+
+def _reason_given(lines: list[str], index: int) -> bool:
+    """A comment on the import, on another import of its block, or just above the block."""
+    start = index
+    while start > 0 and (
+        lines[start - 1].strip().startswith(("from ", "import ", ")"))
+        or not lines[start - 1].strip()
+    ):
+        start -= 1
+    end = index
+    while end + 1 < len(lines) and lines[end + 1].strip().startswith(("from ", "import ")):
+        end += 1
+    block = lines[start : end + 1]
+    return any("#" in line for line in block) or "#" in lines[start - 1]
 
 
 def test_init_files_hold_no_code():

@@ -13,6 +13,8 @@ import torch
 from test_wandb import of_type, offline_runs, wandb_records
 
 from runners.config import RunConfig
+from runners.engine.bookkeeping import Run
+from runners.engine.train import Engine, train_run, train_runs
 from runners.executors import cells
 from runners.executors.cells import CellTask, execute_cells, plan_stacks
 from runners.speed.grouped import (
@@ -27,9 +29,7 @@ from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 from runners.tracking.tracker import Tracker
 from runners.tracking.wandb_tracker import WandbOptions, wandb_run_id
-from runners.training.bookkeeping import Run
 from runners.training.data import prepare_data
-from runners.training.engine import Engine, train_run, train_runs
 from runners.training.metrics import strip_timing
 from runners.training.model import BinaryAutoencoder
 from runners.training.session import StopOnSignal
@@ -193,7 +193,7 @@ def test_grouped_stack_matches_single_runs(single_runs, tmp_path):
         steps = read_jsonl(folder / st.STEPS)
         reference = read_jsonl(single_runs[config.run_id] / st.STEPS)
         assert [s["step"] for s in steps] == [1, 2, 3, 4]
-        # Grouped kernels round differently and training amplifies that (runners.speed.layers): the
+        # Grouped kernels round differently and training amplifies that (runners.training.kernels): the
         # first step agrees to float precision, later ones to a few parts in 10^4 or 10^5.
         for ours, theirs, rtol in zip(steps, reference, (1e-5, 2e-3, 2e-3, 2e-3), strict=True):
             assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=rtol)

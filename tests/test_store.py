@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from runners.engine.claims import CellBusyError
+from runners.engine.train import train_run
 from runners.store import format as st
 from runners.store.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from runners.store.format import atomic_write_json
 from runners.store.lock import cell_lock
 from runners.store.provenance import write_config
-from runners.training.claims import CellBusyError
-from runners.training.engine import train_run
 
 HOLD_LOCK = """
 import sys

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from runners.engine.train import exit_code, train_run
 from runners.errors import UserError
 from runners.executors.cells import CellTask, execute_cell, set_worker_resources
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 from runners.tracking.tracker import Tracker
 from runners.training.data import prepare_data
-from runners.training.engine import exit_code, train_run
 from runners.training.evaluate import evaluate
 from runners.training.metrics import strip_timing
 from runners.training.recipe import build_model

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import runners.tracking.wandb_tracker
+from runners.engine.train import train_run
 from runners.executors.cells import CellTask, execute_cell
 from runners.store.format import read_json, read_jsonl, run_dir
 from runners.tracking.tracker import SafeTracker
@@ -30,7 +31,6 @@ from runners.tracking.wandb_tracker import (
     resolve_mode,
     wandb_run_id,
 )
-from runners.training.engine import train_run
 
 WANDB = Path(sys.executable).with_name("wandb")
 

@@ -2,7 +2,7 @@
 
 The article's loop trains one cell after another, so its grid time is N·E epochs at the images/s
 measured in the same process (training only: the article evaluates nothing per epoch). Ours is
-the real thing, `runners.training.engine.train_runs` into a temporary store (evaluation, code
+the real thing, `runners.engine.train.train_runs` into a temporary store (evaluation, code
 statistics, probe, checkpoints and figures included), when its estimate fits the budget; else it
 is extrapolated from measured stacked steps plus one measured evaluation, and marked so.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from runners.config import RunConfig
+from runners.engine.train import train_run, train_runs
 from runners.speed.stacking import auto_stack, default_mode, stack_steps
 from runners.training.data import batch_bounds
-from runners.training.engine import train_run, train_runs
 from runners.training.evaluate import evaluate
 from runners.training.metrics import code_stats
 from runners.training.state import RunState

@@ -3,7 +3,7 @@
 Single-run mode alternates rounds of (a) the faithful copy of the article's loop in
 benchmarks/article_loop.py (torchvision MNIST, per-image transforms, DataLoader, batch 64),
 (b) ours as `train_run` trains (`runners.training.recipe`: `build_model`/`build_optimizer`/`EagerStep`
-on device-resident uint8 data, with the fast path of `runners.speed.layers`: point-layer matmuls,
+on device-resident uint8 data, with the fast path of `runners.training.kernels`: point-layer matmuls,
 fused Adam) and (c) ours with plain nn layers and torch's default Adam, to show what the fast
 path adds. Each reports training images/s, the ratio to the article and the share of the
 device's fp32 ceiling, measured in the same run with a large matmul and converted at
@@ -40,7 +40,7 @@ from runners.bench.measure import (
 )
 from runners.config import RunConfig
 from runners.errors import UserError
-from runners.speed import layers
+from runners.training import kernels
 from runners.training.data import (
     MNIST_FILES,
     batch_bounds,
@@ -107,7 +107,7 @@ class OursLoop:
     Args:
         config: the run (dataset, device, precision...).
         data: `runners.training.data.RunData` on the device.
-        plain: without the fast path of `runners.speed.layers` (plain nn layers, torch's default
+        plain: without the fast path of `runners.training.kernels` (plain nn layers, torch's default
             Adam): the reference row that shows what the fast path adds.
     """
 
@@ -195,8 +195,8 @@ def run_bench(
                            data_root=root if dataset == "mnist" else None)  # fmt: skip
         data = prepare_data(dataset, None, None, resolved, config.data_root)
         result.update(dataset=dataset, train_images=len(data.train))
-        result["malloc_tuned_before"] = layers.malloc_tuned()  # e.g. an earlier run here
-        with layers.defer_malloc_tuning():  # first as the article's script runs: glibc defaults
+        result["malloc_tuned_before"] = kernels.malloc_tuned()  # e.g. an earlier run here
+        with kernels.defer_malloc_tuning():  # first as the article's script runs: glibc defaults
             loops: dict[str, Any] = {}
             if article is not None:
                 loops["article"] = article.ArticleLoop(str(resolved), root)
@@ -204,7 +204,7 @@ def run_bench(
             loops["ours"] = OursLoop(config, data, resolved)
             log(f"alternating {', '.join(loops)}: {rounds} rounds of {steps} steps on {dataset}")
             table = _loop_table(_alternate(loops, steps, rounds, warmup), ceiling / gflop)
-        if resolved.type == "cpu" and layers.tune_cpu_malloc():
+        if resolved.type == "cpu" and kernels.tune_cpu_malloc():
             # Process-wide and irreversible, so measured after the rest, interleaved again.
             tuned = {
                 f"{name}, malloc tuned": loops[name]
@@ -212,7 +212,7 @@ def run_bench(
                 if name in loops
             }
             log(
-                "tuned glibc malloc (runners.speed.layers.tune_cpu_malloc); "
+                "tuned glibc malloc (runners.training.kernels.tune_cpu_malloc); "
                 f"alternating {', '.join(tuned)}"
             )
             base = table.get("article", {}).get("images_per_s")

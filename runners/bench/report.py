@@ -32,7 +32,7 @@ def format_report(result: dict[str, Any]) -> str:
     tuned = [row for name, row in result["loops"].items() if name.endswith("malloc tuned")]
     if tuned and "vs_article_same_malloc" in tuned[-1]:
         lines.append(
-            "  (malloc tuned: after runners.speed.layers.tune_cpu_malloc(), run after the rows "
+            "  (malloc tuned: after runners.training.kernels.tune_cpu_malloc(), run after the rows "
             f"above; vs the article with the same malloc: {tuned[-1]['vs_article_same_malloc']:.2f}x)"
         )
     if result.get("malloc_tuned_before"):

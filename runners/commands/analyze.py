@@ -129,6 +129,7 @@ def register(subparsers: Any) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
+    # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
     from analysis.sources.snapshot import write_snapshot
     from analysis.sources.store import scan_store
     from analysis.sources.table import StoreError
@@ -139,6 +140,7 @@ def _snapshot(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
     try:
         if args.wandb_project:
+            # W&B's client is optional and slow to import
             from analysis.sources.wandb_runs import scan_wandb
 
             data = scan_wandb(args.wandb_project, spec.name, args.wandb_entity, cells=spec.cells)
@@ -159,6 +161,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
     from analysis.render.report import write_analysis
     from analysis.sources.snapshot import read_meta, read_snapshot
     from analysis.sources.store import scan_store
@@ -239,6 +242,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
+    # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
     from analysis.render.figures import regenerate
     from analysis.sources.table import StoreError
 

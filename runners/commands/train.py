@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from runners.config import RunConfig, apply_overrides
+from runners.engine.train import exit_code, train_run
 from runners.errors import UserError
 from runners.store.format import run_dir
-from runners.training.engine import exit_code, train_run
 
 _EPILOG = """\
 examples:

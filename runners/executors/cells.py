@@ -1,7 +1,7 @@
 """The unit of work of every executor: cells in, summaries out.
 
 `execute_cells(tasks)` trains 1..K cells of a grid in one process, as one stack when there are
-several (`runners.training.engine.train_runs`); `execute_cell(task)` is one cell. Both are
+several (`runners.engine.train.train_runs`); `execute_cell(task)` is one cell. Both are
 plain module-level functions of picklable dataclasses, so the in-process loop, the local process
 pool and SLURM array tasks all run exactly the same thing. They leave cells another process
 holds (status "running"), return final cells as they are, resume unfinished ones from their
@@ -24,13 +24,13 @@ from typing import Any
 import torch
 
 from runners.config import RunConfig
+from runners.engine.claims import claim_cells
+from runners.engine.train import train_runs
 from runners.speed.stacking import stack_key
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json, read_jsonl
 from runners.tracking.tracker import SafeTracker, Tracker
 from runners.tracking.wandb_tracker import WandbOptions, display_name, make_tracker
-from runners.training.claims import claim_cells
-from runners.training.engine import train_runs
 
 # Set in pool workers by the executor: the device (one GPU per worker).
 _WORKER_DEVICE: str | None = None

@@ -10,10 +10,10 @@ gradient is exactly its unstacked gradient; Adam is elementwise, so one Adam ove
 tensors is K Adams (same lr, betas, eps, bias correction: the step count is shared).
 
 Each member keeps everything else of an ordinary run (`runners.training.state.RunState` and
-`runners.training.bookkeeping.Run`): its folder, lock, config.json, data and noise generators,
+`runners.engine.bookkeeping.Run`): its folder, lock, config.json, data and noise generators,
 per-step and per-epoch logs, evaluation, checkpoint (unstacked: a stacked cell resumes stacked
 or alone), figure, summary and tracker. Results equal the unstacked run's up to float rounding
-(grouped kernels sum in another order); `runners.speed.layers` explains how such rounding
+(grouped kernels sum in another order); `runners.training.kernels` explains how such rounding
 differences grow in this chaotic training.
 
 This module: the grouped model and the (un)stacking of weights and optimiser state. How a stack
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from runners.errors import UserError
-from runners.speed.layers import FastConv2d, FastConvTranspose2d
 from runners.training.data import normalize
+from runners.training.kernels import FastConv2d, FastConvTranspose2d
 
 # Modules that act elementwise: the stacked model uses them as they are.
 _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.Sigmoid, nn.Identity, nn.Hardtanh)

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class Tracker:
-    """Hooks called by the training engine (`runners.training.engine`) for one run."""
+    """Hooks called by the training engine (`runners.engine.train`) for one run."""
 
     def start(self, config: dict[str, Any], run_id: str, resumed: bool) -> None:
         """Called once before training (also when resuming from a checkpoint)."""

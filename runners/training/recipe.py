@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from runners.config import RunConfig
-from runners.speed.layers import adam, prepare_model
+from runners.training.kernels import adam, prepare_model
 from runners.training.model import BinaryAutoencoder
 from runners.training.session import autocast
 
@@ -36,7 +36,7 @@ def derive_seed(seed: int, stream: str) -> int:
 def build_model(config: RunConfig, device: torch.device, *, fast: bool = True) -> torch.nn.Module:
     """The config's autoencoder with weights from the "init" stream (built on the CPU, moved).
 
-    The model is made ready for fast training by `runners.speed.layers.prepare_model`: on the CPU
+    The model is made ready for fast training by `runners.training.kernels.prepare_model`: on the CPU
     the point layers run as matrix products (same weights, same formula, other rounding) and glibc
     malloc keeps freed memory; on CUDA channels_last. The weights drawn are the article's.
     `fast=False` gives the plain modules (the benchmark's reference row).
@@ -58,7 +58,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam with the config's lr and betas (the article: 1e-3, (0.5, 0.999)).
 
-    The fused kernel where torch has one for the device (`runners.speed.layers.adam`): the
+    The fused kernel where torch has one for the device (`runners.training.kernels.adam`): the
     article's formula in one pass over the parameters. `fast=False`: torch's default (foreach)
     Adam. With `config.cuda_graph` on CUDA the optimiser is capturable (a graph replays its step).
     """

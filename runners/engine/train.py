@@ -4,7 +4,7 @@
 `train_run(config, store)` is the same for one cell: a single run is a stack of one.
 
 - Each run keeps its own state (`runners.training.state.RunState`: model, optimiser, both
-  generators, position, records) and bookkeeping (`runners.training.bookkeeping.Run`: folder,
+  generators, position, records) and bookkeeping (`runners.engine.bookkeeping.Run`: folder,
   checkpoint, logs, tracker, summary); only the step is shared, as `runners.speed.stacking`
   chooses ("looped": each run's own step in turn, bit-identical to separate runs; "grouped": one
   grouped model on CUDA).
@@ -31,13 +31,13 @@ from typing import Any
 import torch
 
 from runners.config import RunConfig
+from runners.engine.bookkeeping import Run
+from runners.engine.claims import CellBusyError, claim_cells, final_summary
+from runners.engine.progress import stack_bar
 from runners.speed.stacking import check_mode, check_stackable, default_mode, stack_steps
 from runners.store import format as st
 from runners.tracking.tracker import Tracker
-from runners.training.bookkeeping import Run
-from runners.training.claims import CellBusyError, claim_cells, final_summary
 from runners.training.data import prepare_data
-from runners.training.progress import stack_bar
 from runners.training.session import (
     INTERRUPT_EXIT_CODES,
     StopOnSignal,

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from runners.config import RunConfig
+from runners.engine.progress import RunProgress
 from runners.store import format as st
 from runners.store.checkpoint import load_checkpoint, save_checkpoint
 from runners.store.format import atomic_write_json, atomic_write_jsonl
@@ -31,7 +32,6 @@ from runners.training.evaluate import (
     save_reconstruction_png,
 )
 from runners.training.metrics import code_stats, probe_accuracy, psnr
-from runners.training.progress import RunProgress
 from runners.training.session import keep_thread_count, runtime_info
 from runners.training.state import RunState
 
