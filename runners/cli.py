@@ -12,14 +12,12 @@ import importlib
 import sys
 from typing import NoReturn
 
+from runners import determinism
 from runners.config import ConfigError
 from runners.errors import UserError
-from ste_variants import EstimatorSpecError
 
 # Order is the order shown by `ste-ablate --help`.
 COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "bench")
-# Bad input: printed as one line, exit code 2.
-USER_ERRORS = (UserError, EstimatorSpecError, ConfigError)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -45,14 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    mode = determinism.mode_for_command(argv)
+    if mode in determinism.MODES:
+        try:  # before any command module loads torch: the kernels are chosen when it loads
+            determinism.pin(mode)
+        except UserError as exc:
+            print(f"ste-ablate: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ste_variants import EstimatorSpecError  # after the pin: the registry loads torch
+
+    user_errors = (UserError, EstimatorSpecError, ConfigError)  # one line, exit code 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
+    except user_errors as exc:
         print(f"ste-ablate: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from runners.determinism import DEFAULT_MODE
+from runners.determinism import MODES as DETERMINISM_MODES
+
 # Images per split of each dataset (train, test); train_subset/test_subset may not exceed them.
 DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-mini": (6000, 1000)}
 PRECISIONS = ("fp32", "bf16")
@@ -49,6 +52,10 @@ class RunConfig:
     pre_threshold_relu: bool = True  # the ReLU after the last BatchNorm, before the threshold
     precision: str = "fp32"  # "fp32" or "bf16" (autocast around the forward)
     probe: str = "linear"  # digit probe on the binary codes: "linear" (ridge) or "knn"
+    # CPU kernels: "portable" pins them to AVX2 (same bits on any x86-64 CPU with AVX2),
+    # "machine" lets the libraries choose (runners/determinism.py). In the run id when portable:
+    # the two modes give different numbers for the same config.
+    determinism: str = DEFAULT_MODE
     # --- execution: how the run is carried out, not part of its id ---
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     data_root: str | None = None  # None -> $STE_DATA_ROOT -> per-user cache folder
@@ -103,8 +110,15 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define the run (those hashed into the run id)."""
-        return {name: getattr(self, name) for name in self.IDENTITY_FIELDS}
+        """The fields that define the run (those hashed into the run id).
+
+        `determinism` joins them when it is not "machine", so runs trained before the field
+        existed (machine kernels) keep their ids.
+        """
+        out = {name: getattr(self, name) for name in self.IDENTITY_FIELDS}
+        if self.determinism != "machine":
+            out["determinism"] = self.determinism
+        return out
 
     @property
     def run_id(self) -> str:
@@ -256,6 +270,7 @@ def _check_values(
     check_bool("pre_threshold_relu")
     check_choice("precision", PRECISIONS)
     check_choice("probe", PROBES)
+    check_choice("determinism", DETERMINISM_MODES)
     check_int("stack", 1, optional=True)
     check_bool("compile")
     check_bool("cuda_graph")

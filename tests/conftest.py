@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
+# Before anything imports torch: the suite trains in portable mode (the default), whose kernels
+# are chosen when torch loads. Subprocesses inherit the pins.
+from runners import determinism  # isort: skip
 
-import pytest
-import torch
+determinism.pin("portable")
 
-from runners.config import RunConfig
-from runners.engine.train import train_run
-from runners.store.format import run_dir
+import shutil  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from runners.config import RunConfig  # noqa: E402
+from runners.engine.train import train_run  # noqa: E402
+from runners.store.format import run_dir  # noqa: E402
 
 # Small enough for a 2-core CPU (4 steps of 64 images per epoch), big enough to learn something.
 TINY = {

@@ -22,6 +22,9 @@ from typing import Any
 
 from runners.commands import run_slurm
 from runners.commands.grid_table import add_spec_and_store, print_cells
+from runners.determinism import MODES as DETERMINISM_MODES
+from runners.determinism import pinned_mode
+from runners.errors import UserError
 from runners.executors.cells import CellTask
 from runners.executors.display import ProgressOptions
 from runners.executors.local import local_executor, plan_workers
@@ -116,6 +119,12 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
     run.add_argument(
+        "--determinism",
+        choices=DETERMINISM_MODES,
+        help="the CPU kernels this process pins before torch loads; it must match the spec's "
+        "(default: the spec's `determinism`, else portable)",
+    )
+    run.add_argument(
         "--compile",
         action="store_const",
         const=True,
@@ -196,6 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         compile=args.compile,
         cuda_graph=args.cuda_graph,
     )
+    _check_determinism(cells)
     store = Path(args.store)
     states = {c.run_id: run_store.cell_state(run_store.run_dir(store, c.run_id)) for c in cells}
     todo = [c for c in cells if states[c.run_id] not in run_store.FINAL_STATES + ("running",)]
@@ -263,6 +273,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = Path(os.environ.get("WANDB_DIR") or wandb.directory or ".") / "wandb"
         print(f"W&B runs are offline; upload them with: wandb sync {where}/offline-run-*")
     return _finish(spec, cells, store, signum=outcome.signum, started=started)
+
+
+def _check_determinism(cells: list[Cell]) -> None:
+    """One determinism per invocation, the one `ste-ablate` pinned before torch loaded."""
+    modes = sorted({c.config.determinism for c in cells})
+    if len(modes) > 1:
+        raise UserError(
+            f"the spec mixes determinism modes ({', '.join(modes)}): CPU kernels are chosen once "
+            "per process, so put each mode in its own spec"
+        )
+    pinned = pinned_mode()
+    if modes and pinned is not None and modes[0] != pinned:
+        raise UserError(
+            f"the spec's cells train with determinism {modes[0]!r} but this process pinned "
+            f"{pinned!r}; pass --determinism {modes[0]} to match"
+        )
 
 
 def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:

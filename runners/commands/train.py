@@ -54,6 +54,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "folder holding MNIST/raw/ (default: $STE_DATA_ROOT or ~/.cache/ste-ablations/data)",
     ),
     ("--num-threads", "num_threads", "int", "torch CPU threads (default: torch's choice)"),
+    (
+        "--determinism",
+        "determinism",
+        "str",
+        "CPU kernels: portable (default; pinned to AVX2, the same bits on any x86-64 CPU) or "
+        "machine (what this CPU does fastest; bit-identical on this kind of CPU only)",
+    ),
 )
 
 

@@ -246,6 +246,7 @@ class Run:
             ),
             "images_per_s": epochs * self.epoch_images / train_time if train_time > 0 else None,
             "error": error,
+            "spans_machines": state.spans_machines if state is not None else False,
             "files": st.file_hashes(self.folder),
         }
         atomic_write_json(self.folder / st.SUMMARY, summary)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from runners.config import RunConfig
+from runners.determinism import check_active
 from runners.engine.bookkeeping import Run
 from runners.engine.claims import CellBusyError, claim_cells, final_summary
 from runners.engine.progress import stack_bar
@@ -118,6 +119,7 @@ def train_runs(
         return summaries  # type: ignore[return-value]
     first = configs[todo[0]]
     device = resolve_device(first.device)
+    check_active(first.determinism)  # stackable configs share it
     data = prepare_data(
         first.dataset, first.train_subset, first.test_subset, device, first.data_root
     )

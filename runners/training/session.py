@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from runners.config import RunConfig
+from runners.determinism import hardware
 from runners.errors import UserError
 from runners.training.data import resolve_data_root
 
@@ -130,8 +131,7 @@ def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "executable": sys.executable,
     }
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
+    info.update(hardware(device))
     return info
 
 

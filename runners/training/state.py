@@ -7,12 +7,14 @@ thread count the run started with.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import torch
 
 from runners.config import RunConfig
+from runners.determinism import dispatch_differs, hardware
 from runners.training.data import epoch_permutation
 from runners.training.recipe import build_model, build_optimizer, derive_seed
 
@@ -52,6 +54,9 @@ class RunState:
         # `runners.training.session.keep_thread_count`) and the one it trains with now.
         self.torch_threads: Any = torch.get_num_threads()
         self.train_threads = self.torch_threads
+        # The hardware that shapes the numbers; a run resumed on other kernels spans machines.
+        self.hardware = hardware(device)
+        self.spans_machines = False
 
     @classmethod
     def from_checkpoint(
@@ -79,6 +84,17 @@ class RunState:
         state.epoch_train_time, state.train_time = ckpt["epoch_train_time"], ckpt["train_time"]
         state.wall_before = ckpt["wall_time"]
         state.torch_threads = ckpt.get("torch_threads")  # absent in older checkpoints
+        before = ckpt.get("hardware")  # absent in older checkpoints
+        state.spans_machines = bool(ckpt.get("spans_machines"))
+        if before is not None and dispatch_differs(before, state.hardware):
+            state.spans_machines = True
+            print(
+                f"warning: run {config.run_id} started on {before.get('cpu_capability')} kernels "
+                f"({before.get('cpu_model')}) and resumes on {state.hardware['cpu_capability']} "
+                f"({state.hardware['cpu_model']}): it will not be bit-identical to an "
+                "uninterrupted run",
+                file=sys.stderr,
+            )
         return state
 
     def to_checkpoint(self, final: bool) -> dict[str, Any]:
@@ -103,6 +119,8 @@ class RunState:
             "train_time": self.train_time,
             "wall_time": self.wall_time(),
             "torch_threads": self.torch_threads,
+            "hardware": self.hardware,
+            "spans_machines": self.spans_machines,
         }
 
     def epoch_order(self, images: int) -> torch.Tensor:

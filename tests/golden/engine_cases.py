@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from runners.determinism import PORTABLE_ENV, cpu_model
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "engine.json"
 TIMING = {"epoch_time_s", "images_per_s", "wall_time_s"}
 
+# Recorded with the libraries' own kernel choice ("machine"), before portable mode existed.
 TINY = [
     "--dataset", "mnist-mini", "--train-subset", "256", "--test-subset", "128",
-    "--epochs", "2", "--device", "cpu",
+    "--epochs", "2", "--device", "cpu", "--determinism", "machine",
 ]  # fmt: skip
 
 # name -> (command, extra CLI args); "train" cases are one run, "run" cases a spec.
@@ -36,7 +38,7 @@ SINGLE = {
 SPEC = """\
 name: golden-stack
 base: {dataset: mnist-mini, train_subset: 256, test_subset: 128, epochs: 2, device: cpu,
-       num_threads: 1}
+       num_threads: 1, determinism: machine}
 grid:
   estimator: [identity, "sigmoid(beta=4)", bernoulli, ede]
   seed: [0, 1]
@@ -48,25 +50,18 @@ STACKS = {
 
 
 def fingerprint() -> dict[str, str]:
-    """What decides CPU rounding here: the CPU model, torch's capability and version."""
-    import torch
-
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
-    }
+    """What decides machine-mode CPU rounding here: the CPU model, torch's own kernel choice
+    (asked in a fresh process without the portable pins) and torch's version."""
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability(), torch.__version__)"
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    capability, version = done.stdout.split()
+    return {"cpu": cpu_model(), "capability": capability, "torch": version}
 
 
-def _cli(args: list[str], cwd: Path) -> None:
+def run_cli(args: list[str], cwd: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0"}
     cmd = [sys.executable, "-m", "runners.cli", *args]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -74,7 +69,7 @@ def _cli(args: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
 
 
-def _results(store: Path) -> dict[str, dict]:
+def read_results(store: Path) -> dict[str, dict]:
     out = {}
     for folder in sorted((store / "runs").iterdir()):
         metrics = [
@@ -96,12 +91,14 @@ def train_case(name: str, work: Path) -> dict[str, dict]:
     store = work / name
     repo = HERE.parents[1]
     if name in SINGLE:
-        _cli(["train", *TINY, *SINGLE[name], "--store", str(store), "--quiet"], repo)
+        run_cli(["train", *TINY, *SINGLE[name], "--store", str(store), "--quiet"], repo)
     else:
         spec = work / "golden-stack.yaml"
         spec.write_text(SPEC)
-        _cli(["run", str(spec), "--store", str(store), "--wandb", "disabled", *STACKS[name]], repo)
-    return _results(store)
+        run_cli(
+            ["run", str(spec), "--store", str(store), "--wandb", "disabled", *STACKS[name]], repo
+        )
+    return read_results(store)
 
 
 CASES = [*SINGLE, *STACKS]
