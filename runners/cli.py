@@ -17,7 +17,7 @@ from runners.config import ConfigError
 from runners.errors import UserError
 
 # Order is the order shown by `ste-ablate --help`.
-COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "bench")
+COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "reproduce", "bench")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -86,6 +86,15 @@ def mode_for_command(argv: list[str]) -> str:
     return DEFAULT_MODE
 
 
+def shell_setup() -> list[str]:
+    """Shell lines that give a batch job this process's kernel pins (SLURM's sbatch script)."""
+    lines = [f"export {key}={os.environ[key]}" for key in PORTABLE_ENV if key in os.environ]
+    lines += [f"unset {key}" for key in PORTABLE_ENV if key not in os.environ]
+    if ENV_MODE in os.environ:
+        lines.append(f"export {ENV_MODE}={os.environ[ENV_MODE]}")
+    return lines
+
+
 def pinned_mode() -> str | None:
     """The mode this process was pinned to by `pin` (None: never pinned)."""
     return os.environ.get(ENV_MODE)

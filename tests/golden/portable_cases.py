@@ -14,9 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine_cases import read_results, run_cli
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/, when this file runs as a script
+from golden.engine_cases import read_results, run_cli  # noqa: E402
+
 GOLDEN = HERE / "portable.json"
 TINY = [
     "--dataset", "mnist-mini", "--train-subset", "192", "--test-subset", "64",

@@ -32,6 +32,7 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
+from runners.determinism import shell_setup
 from runners.errors import UserError
 from runners.executors.base import GridOutcome
 from runners.executors.cells import CellTask, plan_stacks
@@ -117,7 +118,10 @@ class SlurmExecutor:
         logs.mkdir(parents=True, exist_ok=True)
         before = set(logs.iterdir())
         executor = submitit.SlurmExecutor(folder=logs / "%j", max_num_timeout=3)
-        executor.update_parameters(**self.options.executor_parameters(f"ste-{spec_name}"))
+        params = self.options.executor_parameters(f"ste-{spec_name}")
+        # The tasks' CPU kernels are chosen when torch loads there: export this process's pins.
+        params["setup"] = [*params.get("setup", []), *shell_setup()]
+        executor.update_parameters(**params)
         stack = self.options.stack_size()
         chunks = task_chunks(todo, self.options.chunk_size(), stack)
         try:
