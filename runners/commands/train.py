@@ -54,6 +54,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "folder holding MNIST/raw/ (default: $STE_DATA_ROOT or ~/.cache/ste-ablations/data)",
     ),
     ("--num-threads", "num_threads", "int", "torch CPU threads (default: torch's choice)"),
+    (
+        "--diagnostics",
+        "diagnostics",
+        "str",
+        "gradient diagnostics at each epoch's end: epoch (default) or off (docs/diagnostics.md)",
+    ),
+    ("--diagnostics-probe", "diagnostics_probe", "int", "test images the diagnostics probe (16)"),
 )
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "engine.json"
 TIMING = {"epoch_time_s", "images_per_s", "wall_time_s"}
+# Gradient diagnostics (runners.training.diagnostics, keys `diag_*`) never change training and
+# are not part of the recorded values: the comparison leaves them out.
+DIAGNOSTICS_PREFIX = "diag_"
 
 TINY = [
     "--dataset", "mnist-mini", "--train-subset", "256", "--test-subset", "128",
@@ -78,7 +81,11 @@ def _results(store: Path) -> dict[str, dict]:
     out = {}
     for folder in sorted((store / "runs").iterdir()):
         metrics = [
-            {k: v for k, v in json.loads(line).items() if k not in TIMING}
+            {
+                k: v
+                for k, v in json.loads(line).items()
+                if k not in TIMING and not k.startswith(DIAGNOSTICS_PREFIX)
+            }
             for line in (folder / "metrics.jsonl").read_text().splitlines()
         ]
         summary = json.loads((folder / "summary.json").read_text())
