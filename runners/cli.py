@@ -17,7 +17,7 @@ from runners.errors import UserError
 from ste_variants import EstimatorSpecError
 
 # Order is the order shown by `ste-ablate --help`.
-COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "bench")
+COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "gradcheck", "bench")
 # Bad input: printed as one line, exit code 2.
 USER_ERRORS = (UserError, EstimatorSpecError, ConfigError)
 
