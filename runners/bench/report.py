@@ -42,7 +42,7 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(
             f"diagnostics: {diag['seconds']:.2f} s per epoch = {diag['share']:.1%} of training "
             f"(probe {diag['probe']} test images; an epoch of {result['train_images']} images "
-            f"at ours' images/s: {diag['epoch_seconds']:.0f} s)"
+            f"at ours' latest images/s: {diag['epoch_seconds']:.0f} s)"
         )
     grid = result.get("grid")
     if grid:
