@@ -17,7 +17,16 @@ from runners.config import ConfigError
 from runners.errors import UserError
 
 # Order is the order shown by `ste-ablate --help`.
-COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "reproduce", "bench")
+COMMAND_MODULES = (
+    "estimators",
+    "train",
+    "run",
+    "status",
+    "analyze",
+    "gradcheck",
+    "reproduce",
+    "bench",
+)
 
 
 class _OneLineParser(argparse.ArgumentParser):

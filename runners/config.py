@@ -26,6 +26,7 @@ from runners.determinism import MODES as DETERMINISM_MODES
 DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-mini": (6000, 1000)}
 PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
+DIAGNOSTICS = ("epoch", "off")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -63,6 +64,10 @@ class RunConfig:
     compile: bool = False  # torch.compile of the forward (GPU extra; eager fallback)
     cuda_graph: bool = False  # CUDA-graph capture of the whole step (GPU extra; eager fallback)
     num_threads: int | None = None  # torch CPU threads (None = leave torch's default)
+    # gradient diagnostics (docs/diagnostics.md): "epoch" (end of every epoch) or "off"; they
+    # never change training. diagnostics_probe: test images in the probe batch (cost ~ P).
+    diagnostics: str = "epoch"
+    diagnostics_probe: int = 16
 
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = (
         "estimator",
@@ -275,6 +280,8 @@ def _check_values(
     check_bool("compile")
     check_bool("cuda_graph")
     check_int("num_threads", 1, optional=True)
+    check_choice("diagnostics", DIAGNOSTICS)
+    check_int("diagnostics_probe", 1)
 
     device = values["device"]
     if not isinstance(device, str) or not _DEVICE_RE.match(device):

@@ -28,6 +28,7 @@ TINY = {
     "batch_size": 64,
     "device": "cpu",
     "num_threads": 1,
+    "diagnostics_probe": 4,  # the gradient diagnostics' cost grows with it (~P x 512 decodes)
 }
 
 

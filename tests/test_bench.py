@@ -73,8 +73,12 @@ def test_bench_prints_json_with_every_loop(capsys):
     )
     row = result["loops"]["ours, malloc tuned"]
     assert row["vs_article"] == pytest.approx(row["images_per_s"] / article["images_per_s"])
+    diag = result["diagnostics"]
+    assert diag["probe"] == 16 and diag["seconds"] > 0
+    assert diag["share"] == pytest.approx(diag["seconds"] / diag["epoch_seconds"])
     text = format_report(result)
     assert "vs article" in text and "ours, plain layers" in text and "load average" in text
+    assert "diagnostics: " in text and "of training" in text
 
 
 def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path):

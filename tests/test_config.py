@@ -23,12 +23,21 @@ def test_fields_match_the_architecture_contract():
     assert RunConfig.field_names() == (
         "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size",
         "lr", "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
-        "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
+        "device", "data_root", "stack", "compile", "cuda_graph", "num_threads", "diagnostics",
+        "diagnostics_probe",
     )  # fmt: skip
     assert set(RunConfig().identity()) == set(RunConfig.IDENTITY_FIELDS)
-    assert not {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"} & set(
-        RunConfig.IDENTITY_FIELDS
-    )
+    execution = {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"}
+    execution |= {"diagnostics", "diagnostics_probe"}
+    assert not execution & set(RunConfig.IDENTITY_FIELDS)
+
+
+def test_diagnostics_settings_are_validated():
+    assert RunConfig(diagnostics="off", diagnostics_probe=3).diagnostics_probe == 3
+    with pytest.raises(ConfigError, match="diagnostics must be one of"):
+        RunConfig(diagnostics="always")
+    with pytest.raises(ConfigError, match="diagnostics_probe must be >= 1"):
+        RunConfig(diagnostics_probe=0)
 
 
 def test_config_is_frozen_and_revalidated_on_replace():

@@ -22,10 +22,12 @@ Manifest (YAML; paths relative to the manifest's folder)::
         size: single                 # single | double | double-tall | square (figures)
         options: {kind: violin}      # keyword arguments of the plot function
         study: {correction: holm, design: auto, alpha: 0.05}   # optional StudyConfig fields
+        optional: true               # skip (with a note) when the data cannot draw it
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -34,10 +36,11 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from analysis.render import plots, plots_runs, style, tables
+from analysis.render import plots, plots_diagnostics, plots_runs, style, tables
 from analysis.sources.snapshot import read_snapshot
 from analysis.sources.table import StoreError, StudyData
-from analysis.study import StudyConfig, StudyResult, run_study
+from analysis.stats.metrics import DIAGNOSTIC_METRICS
+from analysis.study import StudyConfig, StudyResult, condition_labels, run_study
 from runners.store.format import atomic_write_text
 
 
@@ -113,6 +116,45 @@ def _surrogates(result: StudyResult, data: StudyData, sty: style.Style, **opts: 
     return plots_runs.surrogates(specs, sty=sty, **opts)
 
 
+def _gradient_fidelity(
+    result: StudyResult, data: StudyData, sty: style.Style, **opts: Any
+) -> Figure:
+    table = data.table[
+        data.table["metric"].isin(DIAGNOSTIC_METRICS) & (data.table["status"] == "completed")
+    ]
+    if table.empty or not table["value"].notna().any():
+        raise FigureUnavailable("no gradient diagnostics in the epoch records")
+    table = table.assign(condition=condition_labels(table, result.group_by))
+    curves = {
+        metric: part[["condition", "seed", "epoch", "value"]]
+        for metric in DIAGNOSTIC_METRICS
+        if not (part := table[table["metric"] == metric]).empty and part["value"].notna().any()
+    }
+    opts.setdefault("seed", result.config.seed)
+    opts.pop("size", None)  # sized by its panels
+    return plots_diagnostics.gradient_fidelity(curves, sty=sty, **opts)
+
+
+def _gradcheck(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
+    frame = data.gradcheck
+    if frame is None or frame.empty:
+        raise FigureUnavailable("no `ste-ablate gradcheck` results (run it on a run folder)")
+    run_id = opts.pop("run_id", None) or str(
+        frame.sort_values(["seed", "run_id"])["run_id"].iloc[0]
+    )
+    frame = frame[frame["run_id"] == run_id]
+    if frame.empty:
+        raise FigureUnavailable(f"no gradcheck results of run {run_id}")
+    opts.pop("size", None)
+    present = set(frame.loc[frame["value"].notna(), "metric"])
+    metrics = [m.removeprefix("diag_") for m in DIAGNOSTIC_METRICS]
+    head = frame.iloc[0]
+    title = f"{head['run_estimator']} seed {head['seed']}, epoch {head['epoch']} ({run_id})"
+    return plots_diagnostics.gradcheck(
+        frame, metrics=[m for m in metrics if m in present], sty=sty, title=title, **opts
+    )
+
+
 FIGURE_KINDS: dict[str, Callable[..., Figure]] = {
     "learning_curves": _learning_curves,
     "final_metric": _final_metric,
@@ -122,6 +164,8 @@ FIGURE_KINDS: dict[str, Callable[..., Figure]] = {
     "reconstructions": _reconstructions,
     "bit_rates": _bit_rates,
     "surrogates": _surrogates,
+    "gradient_fidelity": _gradient_fidelity,
+    "gradcheck": _gradcheck,
 }
 TABLE_KINDS = ("latex_table", "summary_csv", "pairwise_csv")
 
@@ -147,7 +191,17 @@ def make_table(kind: str, result: StudyResult, /, **options: Any) -> str:
     raise ValueError(f"unknown table kind {kind!r}; known: {', '.join(TABLE_KINDS)}")
 
 
-_ITEM_KEYS = {"name", "snapshot", "kind", "metric", "size", "options", "study", "formats"}
+_ITEM_KEYS = {
+    "name",
+    "snapshot",
+    "kind",
+    "metric",
+    "size",
+    "options",
+    "study",
+    "formats",
+    "optional",
+}
 _STUDY_KEYS = {f.name for f in fields(StudyConfig)} - {"metric", "seed", "n_resamples"}
 
 
@@ -260,6 +314,9 @@ def regenerate(
         try:
             fig = make_figure(item["kind"], result, data_cache[snap], **options)
         except FigureUnavailable as exc:
+            if item.get("optional"):  # e.g. diagnostics a snapshot may not hold yet
+                print(f"figure {item['name']} skipped: {exc}", file=sys.stderr)
+                continue
             raise StoreError(f"figure {item['name']}: {exc}") from None
         written.extend(style.save(fig, stem, item.get("formats") or formats))
     return written

@@ -52,6 +52,12 @@ def bits_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.bits{path.suffix}")
 
 
+def gradcheck_path(path: str | Path) -> Path:
+    """The `ste-ablate gradcheck` results file that goes with a snapshot."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.gradcheck{path.suffix}")
+
+
 def _encode(frame: pd.DataFrame, suffix: str) -> bytes:
     if suffix == ".parquet":
         buffer = io.BytesIO()
@@ -69,7 +75,8 @@ def write_snapshot(
     spec_path: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write a snapshot (table, bits, metadata) atomically; returns the files written.
+    """Write a snapshot (table, bits, gradcheck results, metadata) atomically; returns the files
+    written.
 
     Raises:
         StoreError: the suffix is neither .csv nor .parquet, or Parquet without pyarrow.
@@ -90,6 +97,10 @@ def write_snapshot(
     if data.bits is not None and not data.bits.empty:
         bits_bytes = _encode(data.bits, suffix)
         files[bits_path(out).name] = hashlib.sha256(bits_bytes).hexdigest()
+    gradcheck_bytes = None
+    if data.gradcheck is not None and not data.gradcheck.empty:
+        gradcheck_bytes = _encode(data.gradcheck, suffix)
+        files[gradcheck_path(out).name] = hashlib.sha256(gradcheck_bytes).hexdigest()
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -112,6 +123,9 @@ def write_snapshot(
     if bits_bytes is not None:
         atomic_write_bytes(bits_path(out), bits_bytes)
         written.append(bits_path(out))
+    if gradcheck_bytes is not None:
+        atomic_write_bytes(gradcheck_path(out), gradcheck_bytes)
+        written.append(gradcheck_path(out))
     atomic_write_json(meta_path(out), meta)
     written.append(meta_path(out))
     return written
@@ -159,12 +173,16 @@ def read_snapshot(path: str | Path, *, verify: bool = True) -> StudyData:
     bits = None
     if bits_path(path).is_file():
         bits = _decode(bits_path(path).read_bytes(), path.suffix.lower(), None)
+    gradcheck = None
+    if gradcheck_path(path).is_file():
+        gradcheck = _decode(gradcheck_path(path).read_bytes(), path.suffix.lower(), None)
     spec = meta.get("spec") or {}
     return StudyData(
         table=table,
         cells=cells,
         axes=list(axes),
         bits=bits,
+        gradcheck=gradcheck,
         source=f"snapshot {path.name}" + (f" of spec {spec['name']}" if spec.get("name") else ""),
     )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.sources.gradcheck import read_gradchecks
 from analysis.sources.table import (
     STATUSES,
     CellRecord,
@@ -122,6 +123,7 @@ def scan_store(
         bits=bits,
         run_dirs=run_dirs,
         source=f"store {store}",
+        gradcheck=read_gradchecks(run_dirs),
     )
 
 

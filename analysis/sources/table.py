@@ -87,6 +87,7 @@ class StudyData:
         bits: per-bit activation rates (run_id, epoch, bit, rate) or None.
         run_dirs: run_id -> folder in the store (None when read from a snapshot or W&B).
         source: a short description of where the data came from.
+        gradcheck: `ste-ablate gradcheck` results (`analysis.sources.gradcheck`) or None.
     """
 
     table: pd.DataFrame
@@ -95,6 +96,7 @@ class StudyData:
     bits: pd.DataFrame | None = None
     run_dirs: dict[str, Path] = field(default_factory=dict)
     source: str = ""
+    gradcheck: pd.DataFrame | None = None
 
 
 def normalize_cells(cells: Any) -> list[dict[str, Any]] | None:

@@ -21,6 +21,16 @@ EPOCH_METRICS: tuple[str, ...] = (
     "images_per_s",
     "probe_accuracy",
 )
+# Gradient diagnostics (runners.training.diagnostics; docs/diagnostics.md), in the figure's order.
+DIAGNOSTIC_METRICS: tuple[str, ...] = (
+    "diag_flip_corr",
+    "diag_descent_agreement",
+    "diag_coverage",
+    "diag_cosine_smoothed_tau0_1",
+    "diag_cosine_smoothed_tau1",
+    "diag_rel_to_identity",
+    "diag_grad_snr",
+)
 # Scalars that only summary.json carries (attached to the run's last epoch).
 SUMMARY_METRICS: tuple[str, ...] = ("wall_time_s",)
 
@@ -31,8 +41,11 @@ _LOWER = {
     "epoch_time_s",
     "wall_time_s",
     "train_loss",
+    "diag_time_s",
 }
 _HIGHER = {"test_psnr", "probe_accuracy", "bit_entropy", "unique_codes", "images_per_s"}
+# Fidelity to the exact flip effects: higher is more faithful (rel_to_identity has no direction).
+_HIGHER |= {m for m in DIAGNOSTIC_METRICS if m != "diag_rel_to_identity"}
 
 LABELS: dict[str, str] = {
     "train_mse": "train MSE",
@@ -48,6 +61,14 @@ LABELS: dict[str, str] = {
     "images_per_s": "images / s",
     "probe_accuracy": "probe accuracy",
     "wall_time_s": "wall time (s)",
+    "diag_flip_corr": "flip corr. (exact vs linear)",
+    "diag_descent_agreement": "descent agreement",
+    "diag_coverage": "coverage",
+    "diag_cosine_smoothed_tau0_1": "cosine with R (τ=0.1)",
+    "diag_cosine_smoothed_tau1": "cosine with R (τ=1)",
+    "diag_rel_to_identity": "distance to identity STE",
+    "diag_grad_snr": "gradient SNR",
+    "diag_time_s": "diagnostics time (s)",
 }
 
 

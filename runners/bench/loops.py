@@ -47,9 +47,11 @@ from runners.training.data import (
     epoch_permutation,
     get_batch,
     load_arrays,
+    normalize,
     prepare_data,
     resolve_data_root,
 )
+from runners.training.diagnostics import epoch_diagnostics, probe_indices
 from runners.training.recipe import EagerStep, build_model, build_optimizer, derive_seed
 from runners.training.session import resolve_device, torch_settings
 
@@ -223,6 +225,11 @@ def run_bench(
                     row["vs_article_same_malloc"] = row["images_per_s"] / same
             table.update(second)
         result["loops"] = table
+        if "ours" in loops:
+            log("timing the gradient diagnostics at the default probe size")
+            # Against our latest row (malloc tuned on the CPU), as train_run trains.
+            ours = table.get("ours, malloc tuned") or table["ours"]
+            result["diagnostics"] = diagnostics_cost(loops["ours"], ours["images_per_s"])
         if grid is not None:
             cells = config.replace(train_subset=subsets[0], test_subset=subsets[1])
             if subsets != (None, None):
@@ -231,6 +238,23 @@ def run_bench(
                 grid, stack, cells, data, resolved, result["loops"], budget_s, log
             )
     return result
+
+
+def diagnostics_cost(loop: OursLoop, images_per_s: float, repeats: int = 2) -> dict[str, Any]:
+    """Seconds of one epoch's gradient diagnostics (the config's probe size, best of `repeats`)
+    on the loop's model, against one epoch of training at `images_per_s` in this process."""
+    test = loop.data.test.images
+    size = loop.config.diagnostics_probe
+    probe = normalize(test[probe_indices(len(test), size).to(test.device)])
+    times = []
+    with torch_settings(loop.config, loop.device):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            epoch_diagnostics(loop.model, probe)
+            times.append(time.perf_counter() - start)
+    epoch_s = len(loop.data.train) / images_per_s
+    seconds = min(times)
+    return {"probe": size, "seconds": seconds, "epoch_seconds": epoch_s, "share": seconds / epoch_s}
 
 
 def _alternate(loops: dict[str, Any], steps: int, rounds: int, warmup: int) -> dict[str, list]:

@@ -37,6 +37,13 @@ def format_report(result: dict[str, Any]) -> str:
         )
     if result.get("malloc_tuned_before"):
         lines.append("  (malloc was already tuned in this process: every row ran tuned)")
+    diag = result.get("diagnostics")
+    if diag:
+        lines.append(
+            f"diagnostics: {diag['seconds']:.2f} s per epoch = {diag['share']:.1%} of training "
+            f"(probe {diag['probe']} test images; an epoch of {result['train_images']} images "
+            f"at ours' latest images/s: {diag['epoch_seconds']:.0f} s)"
+        )
     grid = result.get("grid")
     if grid:
         lines += ["", *format_grid(grid)]

@@ -61,6 +61,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "CPU kernels: portable (default; pinned to AVX2, the same bits on any x86-64 CPU) or "
         "machine (what this CPU does fastest; bit-identical on this kind of CPU only)",
     ),
+    (
+        "--diagnostics",
+        "diagnostics",
+        "str",
+        "gradient diagnostics at each epoch's end: epoch (default) or off (docs/diagnostics.md)",
+    ),
+    ("--diagnostics-probe", "diagnostics_probe", "int", "test images the diagnostics probe (16)"),
 )
 
 

@@ -23,7 +23,8 @@ from runners.store.checkpoint import load_checkpoint, save_checkpoint
 from runners.store.format import atomic_write_json, atomic_write_jsonl
 from runners.store.provenance import write_config
 from runners.tracking.tracker import SafeTracker, Tracker
-from runners.training.data import RunData, batch_bounds
+from runners.training.data import RunData, batch_bounds, normalize
+from runners.training.diagnostics import epoch_diagnostics, probe_indices
 from runners.training.evaluate import (
     FIGURE_IMAGES,
     encode_all,
@@ -199,10 +200,24 @@ class Run:
             record["probe_accuracy"] = probe_accuracy(
                 config.probe, train_codes, data.train.labels, result.codes, data.test.labels
             )
-        model.train()
         record["epoch_time_s"] = time.perf_counter() - started
         record["images_per_s"] = self.epoch_images / max(state.epoch_train_time, 1e-9)
+        if config.diagnostics == "epoch":  # after the timings: they measure the run, not this
+            record.update(self._diagnostics())
+        model.train()
         return record
+
+    def _diagnostics(self) -> dict[str, Any]:
+        """The gradient diagnostics of the run's own estimator on the probe batch (`diag_*`
+        keys); they leave the model, its generators and the global RNG as they were."""
+        began = time.perf_counter()
+        test = self.data.test.images
+        probe = normalize(
+            test[probe_indices(len(test), self.config.diagnostics_probe).to(test.device)]
+        )
+        values = epoch_diagnostics(self.state.model, probe)
+        values["diag_time_s"] = time.perf_counter() - began
+        return values
 
     # ------------------------------------------------------------------ end
     def write_logs(self) -> None:

@@ -4,6 +4,7 @@ Layout (docs/architecture.md section 3)::
 
     STORE/runs/<run_id>/config.json  metrics.jsonl  steps.jsonl  summary.json
                         reconstruction.png  checkpoint.pt  .lock
+                        gradcheck.json (optional: `ste-ablate gradcheck`, written after the run)
     STORE/specs/<spec name>.json
 
 This module holds the file names, the states a cell can be in, the keys of summary.json, the
@@ -32,6 +33,7 @@ SUMMARY = "summary.json"
 FIGURE = "reconstruction.png"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+GRADCHECK = "gradcheck.json"  # not in summary.json's hashes: written later, by another command
 
 FINAL_STATES = ("completed", "diverged")  # never retrained
 SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")

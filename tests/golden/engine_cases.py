@@ -20,6 +20,9 @@ from runners.determinism import PORTABLE_ENV, cpu_model
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "engine.json"
 TIMING = {"epoch_time_s", "images_per_s", "wall_time_s"}
+# Gradient diagnostics (runners.training.diagnostics, keys `diag_*`) never change training and
+# are not part of the recorded values: the comparison leaves them out.
+DIAGNOSTICS_PREFIX = "diag_"
 
 # Recorded with the libraries' own kernel choice ("machine"), before portable mode existed.
 TINY = [
@@ -73,7 +76,11 @@ def read_results(store: Path) -> dict[str, dict]:
     out = {}
     for folder in sorted((store / "runs").iterdir()):
         metrics = [
-            {k: v for k, v in json.loads(line).items() if k not in TIMING}
+            {
+                k: v
+                for k, v in json.loads(line).items()
+                if k not in TIMING and not k.startswith(DIAGNOSTICS_PREFIX)
+            }
             for line in (folder / "metrics.jsonl").read_text().splitlines()
         ]
         summary = json.loads((folder / "summary.json").read_text())

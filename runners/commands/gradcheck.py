@@ -1,0 +1,192 @@
+"""`ste-ablate gradcheck RUN_DIR`: many estimators' gradients on one trained model's weights.
+
+Every estimator is evaluated on the same weights and the same probe batch, so the differences
+isolate the estimator (definitions: docs/diagnostics.md). The result is printed as a table (or
+JSON) and written to RUN_DIR/gradcheck.json (or --out), where `ste-ablate analyze` and
+`ste-ablate snapshot` find it for the `gradcheck` figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from runners.config import RunConfig
+from runners.errors import UserError
+from runners.store import format as st
+from runners.store.checkpoint import load_checkpoint
+from runners.store.format import atomic_write_json
+from runners.training.data import normalize, prepare_data
+from runners.training.diagnostics import DRAWS, TAUS, diagnose, probe_indices, tau_name
+from runners.training.recipe import build_model
+from runners.training.session import resolve_device
+from ste_variants import get_estimator, list_estimators
+
+_EPILOG = """\
+examples:
+  ste-ablate gradcheck ste-store/runs/hardtanh-s0-1a2b3c4d5e
+  ste-ablate gradcheck RUN_DIR --estimators identity,hardtanh,'sigmoid(beta=4)' --probe 32
+  ste-ablate gradcheck RUN_DIR --json > gradcheck.json
+
+Columns: flip_corr (Spearman of exact and first-order flip effects: the model's, the same for
+every estimator), agree (|D|-weighted descent agreement), cover (|D|-weighted share of non-zero
+gradients), cos τ (cosine with the smoothed-loss gradient R_τ), rel_id (distance to the identity
+STE's gradient), snr (stochastic estimators: gradient signal-to-noise over the noise draws).
+"""
+_COLUMNS = (
+    ("descent_agreement", "agree"),
+    ("coverage", "cover"),
+    *((f"cosine_smoothed_tau{tau_name(t)}", f"cos τ={t:g}") for t in TAUS),
+    ("rel_to_identity", "rel_id"),
+    ("grad_snr", "snr"),
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``gradcheck`` command."""
+    parser = subparsers.add_parser(
+        "gradcheck",
+        help="compare estimators' gradients on a trained run's weights",
+        description="Load a run's checkpoint and config, compute the exact bit-flip effects of "
+        "a fixed probe batch of test images, and measure how faithful each estimator's gradient "
+        "is to them (docs/diagnostics.md).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (STORE/runs/<run id>)")
+    parser.add_argument(
+        "--estimators",
+        metavar="SPEC,...",
+        help="comma-separated estimator specs (default: every registered estimator)",
+    )
+    parser.add_argument("--probe", default="64", metavar="P", help="probe images (default 64)")
+    parser.add_argument(
+        "--draws", default=str(DRAWS), metavar="S", help=f"noise draws (default {DRAWS})"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, auto")
+    parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/")
+    parser.add_argument("--out", metavar="FILE", help="JSON file (default RUN_DIR/gradcheck.json)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse, check, print, write."""
+    folder = Path(args.run_dir)
+    specs = _split_specs(args.estimators) if args.estimators else list_estimators()
+    result = check_run(
+        folder,
+        specs,
+        probe=_positive(args.probe, "--probe"),
+        draws=_positive(args.draws, "--draws"),
+        device=args.device,
+        data_root=args.data_root,
+    )
+    atomic_write_json(Path(args.out) if args.out else folder / st.GRADCHECK, result)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def check_run(
+    folder: Path,
+    specs: list[str],
+    *,
+    probe: int = 64,
+    draws: int = DRAWS,
+    device: str = "cpu",
+    data_root: str | None = None,
+) -> dict[str, Any]:
+    """The diagnostics of each estimator in `specs` on the run's weights (a JSON-ready dict).
+
+    Raises:
+        UserError: no run folder, config or checkpoint there, or a bad estimator spec.
+    """
+    doc = st.read_config(folder)
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
+    config = RunConfig.from_dict(doc["config"])
+    ckpt = load_checkpoint(folder, config.run_id)
+    if ckpt is None:
+        raise UserError(f"{folder} has no usable {st.CHECKPOINT}")
+    estimators = [get_estimator(spec) for spec in specs]
+    progress = min(1.0, ckpt["epoch"] / config.epochs)
+    for estimator in estimators:
+        estimator.set_progress(progress)  # annealed estimators as they stood when it was saved
+    resolved = resolve_device(device)
+    root = data_root or config.data_root
+    data = prepare_data(config.dataset, 2, config.test_subset, resolved, root)
+    model = build_model(config, resolved)
+    model.load_state_dict(ckpt["model"])
+    test = data.test.images
+    images = normalize(test[probe_indices(len(test), probe).to(test.device)])
+    started = time.perf_counter()
+    rows = diagnose(model, images, estimators, draws=draws)
+    seconds = time.perf_counter() - started
+    return {
+        "run_id": config.run_id,
+        "run_estimator": config.estimator,
+        "seed": config.seed,
+        "epoch": ckpt["epoch"],
+        "probe": int(images.shape[0]),
+        "draws": draws,
+        "seconds": seconds,
+        "flip_corr": rows[0]["flip_corr"] if rows else None,
+        "estimators": [
+            {"estimator": est.spec, **{k: v for k, v in row.items() if k != "flip_corr"}}
+            for est, row in zip(estimators, rows, strict=True)
+        ],
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a text table, one row per estimator (the run's own marked with *)."""
+    flip = result["flip_corr"]
+    lines = [
+        f"run {result['run_id']} (estimator {result['run_estimator']}, epoch {result['epoch']}), "
+        f"probe {result['probe']} test images, {result['draws']} noise draws, "
+        f"{result['seconds']:.1f} s",
+        f"flip_corr (Spearman of exact and first-order flip effects): "
+        f"{'n/a' if flip is None else f'{flip:.3f}'}",
+        "",
+    ]
+    width = max([len(row["estimator"]) for row in result["estimators"]] + [9]) + 2
+    lines.append(f"{'estimator':<{width}}" + "".join(f"{h:>10}" for _, h in _COLUMNS))
+    for row in result["estimators"]:
+        own = "*" if row["estimator"] == result["run_estimator"] else " "
+        cells = "".join(_cell(row.get(key)) for key, _ in _COLUMNS)
+        lines.append(f"{row['estimator'] + own:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.3f}"
+
+
+def _split_specs(text: str) -> list[str]:
+    """Split on commas outside parentheses ("sigmoid(beta=4),identity")."""
+    specs, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            specs.append(current.strip())
+            current = ""
+        else:
+            current += char
+    specs.append(current.strip())
+    specs = [s for s in specs if s]
+    if not specs:
+        raise UserError("--estimators lists no estimator")
+    return specs
+
+
+def _positive(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"{flag} must be an integer, got {text!r}") from None
+    if value < 1:
+        raise UserError(f"{flag} must be >= 1, got {value}")
+    return value

@@ -1,0 +1,94 @@
+"""Diagnostics during training (never changing it) and `ste-ablate gradcheck` on a trained run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from runners.cli import main
+from runners.engine.train import train_run, train_runs
+from runners.store import format as st
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DIAG_KEYS = {
+    "diag_flip_corr",
+    "diag_descent_agreement",
+    "diag_coverage",
+    "diag_cosine_smoothed_tau0_1",
+    "diag_cosine_smoothed_tau1",
+    "diag_rel_to_identity",
+    "diag_grad_snr",
+    "diag_time_s",
+}
+TIMING = {"epoch_time_s", "images_per_s"}
+
+
+def _results(folder):
+    records = st.read_jsonl(folder / st.METRICS)
+    weights = torch.load(folder / st.CHECKPOINT, weights_only=False)["model"]
+    steps = (folder / st.STEPS).read_text()
+    return records, steps, weights
+
+
+def _untimed(record):
+    return {k: v for k, v in record.items() if k not in TIMING and not k.startswith("diag_")}
+
+
+def test_training_with_diagnostics_is_bit_identical_to_training_without(tiny_config, tmp_path):
+    """A stochastic and a deterministic estimator as a looped stack with diagnostics, against
+    single runs without: same records (but the diag_ keys), steps and final weights."""
+    on = [
+        tiny_config(estimator=e, epochs=2, diagnostics_probe=4) for e in ("bernoulli", "identity")
+    ]
+    summaries = train_runs(on, tmp_path / "on", progress=False, raise_errors=True, mode="looped")
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    for config in on:
+        off = config.replace(diagnostics="off")
+        assert off.run_id == config.run_id  # not part of the run's identity
+        train_run(off, tmp_path / "off", progress=False, raise_errors=True)
+        rec_on, steps_on, w_on = _results(st.run_dir(tmp_path / "on", config.run_id))
+        rec_off, steps_off, w_off = _results(st.run_dir(tmp_path / "off", config.run_id))
+        assert steps_on == steps_off
+        assert [_untimed(r) for r in rec_on] == [_untimed(r) for r in rec_off]
+        assert all(torch.equal(w_on[k], w_off[k]) for k in w_off)
+        assert all(DIAG_KEYS <= set(r) for r in rec_on)
+        assert not any(k.startswith("diag_") for r in rec_off for k in r)
+        last = rec_on[-1]
+        assert -1 <= last["diag_flip_corr"] <= 1
+        assert 0 <= last["diag_coverage"] <= 1
+        stochastic = config.estimator == "bernoulli"
+        assert (last["diag_grad_snr"] is not None) == stochastic
+        if not stochastic:
+            assert last["diag_rel_to_identity"] == 0.0
+
+
+def test_gradcheck_compares_estimators_on_a_trained_run(finished_run, copy_run, tmp_path, capsys):
+    config, folder = finished_run
+    store = copy_run(folder)
+    run = st.run_dir(store, config.run_id)
+    specs = "identity,hardtanh,saturated,sigmoid(beta=4),gumbel"
+    code = main(["gradcheck", str(run), "--estimators", specs, "--probe", "4", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((run / st.GRADCHECK).read_text())
+    assert printed == written
+    rows = {row["estimator"]: row for row in written["estimators"]}
+    assert list(rows) == ["identity", "hardtanh", "saturated", "sigmoid(beta=4)", "gumbel"]
+    assert written["probe"] == 4 and written["run_id"] == config.run_id
+    assert rows["identity"]["rel_to_identity"] == 0.0
+    assert rows["gumbel"]["grad_snr"] is not None and rows["identity"]["grad_snr"] is None
+    assert rows["sigmoid(beta=4)"]["rel_to_identity"] > 0
+    # The store still trusts the run: gradcheck.json is outside summary.json's hashes.
+    assert st.cell_state(run) == "completed"
+
+    assert main(["gradcheck", str(run), "--estimators", "identity,gumbel", "--probe", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "flip_corr" in table and "identity" in table and "gumbel" in table
+
+
+def test_gradcheck_rejects_a_folder_without_a_run(tmp_path, capsys):
+    assert main(["gradcheck", str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
