@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from runners.cli import main
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 
@@ -48,8 +49,6 @@ def run_cli(argv: list[str], log: str, tag: str) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    from runners.cli import main
-
     sys.exit(main(argv))
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from analysis.sources.store import read_cell
 from runners.cli import main
 from runners.config import RunConfig
 from runners.engine import bookkeeping
 from runners.engine.train import train_run
+from runners.grids.spec import load_spec
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 
@@ -87,8 +89,6 @@ def test_a_replaced_config_json_is_corruption_and_the_cell_is_redone(
 
 
 def test_the_analysis_reads_a_replaced_config_json_as_corrupt(finished_run, copy_run, tmp_path):
-    from analysis.sources.store import read_cell
-
     config, original = finished_run
     store = copy_run(original)
     folder = st.run_dir(store, config.run_id)
@@ -184,7 +184,5 @@ def test_status_and_analyze_warn_when_thread_counts_differ(tmp_path, capsys):
 
 
 def _cells(spec: Path) -> list[tuple[dict, int]]:
-    from runners.grids.spec import load_spec
-
     cells = load_spec(spec).cells
     return [(c.config.to_dict(), 1 + n % 2) for n, c in enumerate(cells)]
