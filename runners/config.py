@@ -10,8 +10,6 @@ that equal configs give equal run ids.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import math
 import os
 import re
@@ -21,6 +19,8 @@ from typing import Any, ClassVar
 
 from runners.determinism import DEFAULT_MODE
 from runners.determinism import MODES as DETERMINISM_MODES
+from runners.errors import short_repr
+from runners.store.format import IDENTITY_FIELDS, identity_of, run_id_for
 
 # Images per split of each dataset (train, test); train_subset/test_subset may not exceed them.
 DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-mini": (6000, 1000)}
@@ -28,6 +28,16 @@ PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
 DIAGNOSTICS = ("epoch", "off")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Upper bounds: a value past them is a typo, not an experiment (and an unbounded seed makes a
+# run id longer than a file name). The memory estimate bounds the model's width with its batch.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_CODE_CHANNELS = 65_536
+MAX_LR = 1e30  # far past any sane rate, still finite: huge rates provoke a divergence
+MAX_THREADS_OR_STACK = 1024
+MAX_SPEC_CHARS = 200  # estimator spec strings, before parsing
+MAX_MEMORY_BYTES = 64 * 2**30
 
 
 class ConfigError(ValueError):
@@ -69,22 +79,8 @@ class RunConfig:
     diagnostics: str = "epoch"
     diagnostics_probe: int = 16
 
-    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = (
-        "estimator",
-        "seed",
-        "dataset",
-        "train_subset",
-        "test_subset",
-        "epochs",
-        "batch_size",
-        "lr",
-        "beta1",
-        "beta2",
-        "code_channels",
-        "pre_threshold_relu",
-        "precision",
-        "probe",
-    )
+    # The run id's fields are part of the store's format (they name its folders).
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = IDENTITY_FIELDS
 
     def __post_init__(self) -> None:
         errors, normalised = _check_values({f.name: getattr(self, f.name) for f in fields(self)})
@@ -120,27 +116,26 @@ class RunConfig:
         `determinism` joins them when it is not "machine", so runs trained before the field
         existed (machine kernels) keep their ids.
         """
-        out = {name: getattr(self, name) for name in self.IDENTITY_FIELDS}
-        if self.determinism != "machine":
-            out["determinism"] = self.determinism
-        return out
+        return identity_of(self.to_dict())
 
     @property
     def run_id(self) -> str:
-        """`{slug(estimator)}-s{seed}-{sha256(canonical json of identity())[:10]}`."""
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
-        return f"{slug(self.estimator)}-s{self.seed}-{digest}"
+        """`{slug(estimator)}-s{seed}-{sha256(canonical json of identity())[:10]}`
+        (`runners.store.format.run_id_for`, which the store's integrity checks use too)."""
+        return run_id_for(self.identity())
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated like `from_dict`)."""
         return apply_overrides(self, changes, skip_none=False)
 
 
-def slug(text: str, max_len: int = 60) -> str:
-    """Lower-case `text` with every run of other characters than [a-z0-9] turned into one '-'."""
-    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return out[:max_len].rstrip("-") or "run"
+def memory_estimate_bytes(code_channels: int, batch_size: int) -> int:
+    """Rough peak memory of training and probing the article's model: weights, gradients and
+    Adam's two moments (16 bytes per parameter), the activations of a batch kept for the
+    backward pass, and the linear probe's float64 Gram matrix of the codes."""
+    parameters = 10_499 * code_channels + 1_610_241  # the layers of runners.training.model
+    activations = batch_size * (130_000 + 8 * code_channels) * 4
+    return 16 * parameters + activations + 8 * code_channels**2
 
 
 def validate_dict(data: Mapping[str, Any]) -> list[str]:
@@ -192,7 +187,7 @@ def _defaults() -> dict[str, Any]:
 def _unknown_key_message(key: Any, names: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"unknown config key {key!r}{hint}"
+    return f"unknown config key {short_repr(key)}{hint}"
 
 
 def _check_values(
@@ -205,7 +200,7 @@ def _check_values(
     def want(name: str) -> bool:
         return only is None or name in only
 
-    def check_int(name: str, low: int, optional: bool = False) -> None:
+    def check_int(name: str, low: int, high: float, optional: bool = False) -> None:
         value = values[name]
         if value is None and optional:
             out[name] = None
@@ -213,19 +208,24 @@ def _check_values(
         if isinstance(value, bool) or not isinstance(value, int):
             if want(name):
                 kind = "an integer or null" if optional else "an integer"
-                errors.append(f"{name} must be {kind}, got {value!r}")
+                errors.append(f"{name} must be {kind}, got {short_repr(value)}")
             return
-        if value < low and want(name):
-            errors.append(f"{name} must be >= {low}, got {value}")
+        if not low <= value <= high:
+            if want(name):
+                errors.append(f"{name} must be in [{low}, {high}], got {short_repr(value)}")
+            return
         out[name] = int(value)
 
     def check_float(name: str, low: float, high: float, low_open: bool, high_open: bool) -> None:
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             if want(name):
-                errors.append(f"{name} must be a number, got {value!r}")
+                errors.append(f"{name} must be a number, got {short_repr(value)}")
             return
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
         bad = (
             not math.isfinite(value)
             or (value <= low if low_open else value < low)
@@ -234,6 +234,7 @@ def _check_values(
         if bad and want(name):
             lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
             errors.append(f"{name} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+            return
         out[name] = value
 
     def check_choice(name: str, choices: tuple[str, ...]) -> None:
@@ -241,20 +242,22 @@ def _check_values(
         if value not in choices:
             if want(name):
                 options = ", ".join(repr(c) for c in choices)
-                errors.append(f"{name} must be one of {options}, got {value!r}")
+                errors.append(f"{name} must be one of {options}, got {short_repr(value)}")
             return
         out[name] = value
 
     def check_bool(name: str) -> None:
         if not isinstance(values[name], bool):
             if want(name):
-                errors.append(f"{name} must be true or false, got {values[name]!r}")
+                errors.append(f"{name} must be true or false, got {short_repr(values[name])}")
             return
         out[name] = values[name]
 
     # Estimator: validated (and canonicalised) by the registry itself.
     spec = values["estimator"]
     try:
+        if isinstance(spec, str) and len(spec) > MAX_SPEC_CHARS:
+            raise ValueError(f"a spec of {len(spec)} characters (at most {MAX_SPEC_CHARS})")
         from ste_variants import canonical_spec  # lazily: the registry imports torch
 
         out["estimator"] = canonical_spec(spec)
@@ -262,38 +265,41 @@ def _check_values(
         if want("estimator"):
             errors.append(f"estimator: {_one_line(exc)}")
 
-    check_int("seed", 0)
+    check_int("seed", 0, MAX_SEED)
     check_choice("dataset", tuple(DATASET_SIZES))
-    check_int("train_subset", 2, optional=True)  # BatchNorm cannot train on one image
-    check_int("test_subset", 1, optional=True)
-    check_int("epochs", 1)
-    check_int("batch_size", 2)  # BatchNorm on the 1x1 code needs two images per batch
-    check_float("lr", 0.0, math.inf, low_open=True, high_open=True)
+    # Subsets: bounded by their dataset's size below.
+    check_int("train_subset", 2, math.inf, optional=True)  # BatchNorm cannot train on one image
+    check_int("test_subset", 1, math.inf, optional=True)
+    check_int("epochs", 1, MAX_EPOCHS)
+    check_int("batch_size", 2, MAX_BATCH_SIZE)  # BatchNorm on the 1x1 code needs two images
+    check_float("lr", 0.0, MAX_LR, low_open=True, high_open=False)
     check_float("beta1", 0.0, 1.0, low_open=False, high_open=True)
     check_float("beta2", 0.0, 1.0, low_open=False, high_open=True)
-    check_int("code_channels", 1)
+    check_int("code_channels", 1, MAX_CODE_CHANNELS)
     check_bool("pre_threshold_relu")
     check_choice("precision", PRECISIONS)
     check_choice("probe", PROBES)
     check_choice("determinism", DETERMINISM_MODES)
-    check_int("stack", 1, optional=True)
+    check_int("stack", 1, MAX_THREADS_OR_STACK, optional=True)
     check_bool("compile")
     check_bool("cuda_graph")
-    check_int("num_threads", 1, optional=True)
+    check_int("num_threads", 1, MAX_THREADS_OR_STACK, optional=True)
     check_choice("diagnostics", DIAGNOSTICS)
-    check_int("diagnostics_probe", 1)
+    check_int("diagnostics_probe", 1, 10_000)
 
     device = values["device"]
     if not isinstance(device, str) or not _DEVICE_RE.match(device):
         if want("device"):
-            errors.append(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+            errors.append(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {short_repr(device)}"
+            )
     else:
         out["device"] = device
 
     root = values["data_root"]
     if root is not None and not isinstance(root, str | os.PathLike):
         if want("data_root"):
-            errors.append(f"data_root must be a path or null, got {root!r}")
+            errors.append(f"data_root must be a path or null, got {short_repr(root)}")
     else:
         out["data_root"] = None if root is None else os.fspath(root)
 
@@ -303,6 +309,14 @@ def _check_values(
             value = out.get(name)
             if value is not None and value > size and want(name):
                 errors.append(f"{name} {value} exceeds the {size} images of {dataset}")
+    width, batch = out.get("code_channels"), out.get("batch_size")
+    if width is not None and batch is not None and (want("code_channels") or want("batch_size")):
+        need = memory_estimate_bytes(width, batch)
+        if need > MAX_MEMORY_BYTES:
+            errors.append(
+                f"code_channels {width} with batch_size {batch} needs about {need / 2**30:.0f} GiB "
+                f"(weights, Adam, activations, probe; at most {MAX_MEMORY_BYTES // 2**30} GiB)"
+            )
     return errors, out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 
 __all__ = [
@@ -32,6 +33,8 @@ _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 _MAX_INT_DIGITS = 18
 # Messages quote at most this many characters of a spec, name or value.
 _MAX_SHOWN = 60
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlong = 2, 4, 4, 40
 # Integral floats above this print with repr: "1e+20" reads better than twenty-one digits.
 _MAX_INT_PRINT = 1e15
 
@@ -45,13 +48,20 @@ class EstimatorSpecError(ValueError):
 
 
 def shown(value: object) -> str:
-    """``repr(value)``, cut to about 60 characters with the full length noted when longer."""
-    text = repr(value)
-    if len(text) <= _MAX_SHOWN:
-        return text
+    """``repr(value)``, cut to about 60 characters with the full length noted when longer.
+
+    Containers are shown a few levels and items deep (`reprlib`): a value built from YAML
+    aliases can be far too large to print in full.
+    """
     if isinstance(value, str):
+        if len(value) + 2 <= _MAX_SHOWN:
+            return repr(value)
         return f"{value[: _MAX_SHOWN - 10]!r}... ({len(value)} characters)"
-    return f"{text[: _MAX_SHOWN - 10]}... ({len(text)} characters)"
+    try:
+        text = _SHORT.repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _MAX_SHOWN else f"{text[: _MAX_SHOWN - 4]} ..."
 
 
 def _split_args(body: str, spec: str) -> list[str]:

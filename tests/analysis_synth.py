@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from runners.store.format import identity_of
+from runners.store.format import run_id_for as format_run_id
+
 CONFIG_DEFAULTS: dict[str, Any] = {
     "estimator": "hardtanh",
     "seed": 0,
@@ -50,10 +53,9 @@ def _png(path: Path, rng: np.random.Generator) -> None:
     Image.fromarray(pixels, mode="L").save(path, format="PNG")
 
 
-def run_id_for(estimator: str, seed: int, extra: str = "") -> str:
-    slug = estimator.replace("(", "-").replace(")", "").replace("=", "-").replace(",", "-")
-    digest = hashlib.sha256(f"{estimator}|{seed}|{extra}".encode()).hexdigest()[:10]
-    return f"{slug}-s{seed}-{digest}"
+def run_id_for(config: dict[str, Any]) -> str:
+    """The run id the store's format gives a config's identity fields (checked on read)."""
+    return format_run_id(identity_of(config))
 
 
 def write_run(
@@ -139,14 +141,18 @@ def make_store(
     """
     rng = np.random.default_rng(seed)
     if cells is None:
-        cells = [
-            {
-                "run_id": run_id_for(est, s),
-                "factors": {"estimator": est, "seed": s},
-                "config": {**CONFIG_DEFAULTS, "estimator": est, "seed": s, "epochs": epochs},
-            }
+        configs = [
+            {**CONFIG_DEFAULTS, "estimator": est, "seed": s, "epochs": epochs}
             for est in estimators
             for s in seeds
+        ]
+        cells = [
+            {
+                "run_id": run_id_for(config),
+                "factors": {"estimator": config["estimator"], "seed": config["seed"]},
+                "config": config,
+            }
+            for config in configs
         ]
     estimators = tuple(dict.fromkeys(c["factors"]["estimator"] for c in cells))
     seeds = tuple(dict.fromkeys(c["factors"]["seed"] for c in cells))

@@ -9,6 +9,7 @@ from runners import determinism  # isort: skip
 determinism.pin("portable")
 
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -77,3 +78,31 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Factory: mount a fresh tmpfs with these options (e.g. "ro,size=1m") under tmp_path; needs
+    root, else the test skips. Root ignores file modes; a read-only or full mount it cannot."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def read_only_folder(tmpfs: Callable[[str], Path]) -> Path:
+    """An empty read-only filesystem (see `tmpfs`)."""
+    return tmpfs("ro,size=1m")

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from runners.config import ConfigError, RunConfig, apply_overrides, slug, validate_dict
+from runners.config import ConfigError, RunConfig, apply_overrides, validate_dict
+from runners.store.format import slug
 
 
 def test_defaults_are_the_article_recipe():
@@ -26,7 +27,8 @@ def test_fields_match_the_architecture_contract():
         "device", "data_root", "stack", "compile", "cuda_graph", "num_threads", "diagnostics",
         "diagnostics_probe",
     )  # fmt: skip
-    assert set(RunConfig().identity()) == set(RunConfig.IDENTITY_FIELDS)
+    assert set(RunConfig(determinism="machine").identity()) == set(RunConfig.IDENTITY_FIELDS)
+    assert set(RunConfig().identity()) == {*RunConfig.IDENTITY_FIELDS, "determinism"}
     execution = {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"}
     execution |= {"diagnostics", "diagnostics_probe"}
     assert not execution & set(RunConfig.IDENTITY_FIELDS)
@@ -83,12 +85,12 @@ def test_unknown_key_suggests_close_matches():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 0}, r"epochs must be in \[1, 10000\], got 0"),
         ({"epochs": 2.5}, "epochs must be an integer"),
         ({"seed": True}, "seed must be an integer"),
-        ({"seed": -1}, "seed must be >= 0"),
-        ({"batch_size": 1}, "batch_size must be >= 2"),
-        ({"lr": 0}, r"lr must be in \(0, inf\)"),
+        ({"seed": -1}, r"seed must be in \[0, 4294967295\]"),
+        ({"batch_size": 1}, r"batch_size must be in \[2, 65536\]"),
+        ({"lr": 0}, r"lr must be in \(0, 1e\+30\]"),
         ({"lr": float("inf")}, "lr must be in"),
         ({"lr": "0.1"}, "lr must be a number"),
         ({"beta1": 1.0}, r"beta1 must be in \[0, 1\)"),

@@ -135,7 +135,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "unknown spec key 'descripton' (did you mean 'description'?)",
         "name must be",
         "unknown config key 'datset' (did you mean 'dataset'?)",
-        "epochs must be >= 1",
+        "epochs must be in [1, 10000]",
         "grid.estimator[1]",
         "sigmoid",  # the close match of 'sigmod'
         "grid.estimator[2]",

@@ -2,7 +2,8 @@
 
 `load_store(store, cells)` returns a pandas DataFrame with one row per run × epoch × metric.
 Every file is validated on read with the store format's own checks (`runners.store.format`): a
-file that fails to parse, or whose sha256 differs from the one `summary.json` records, makes the
+file that fails to parse, or whose sha256 differs from the one `summary.json` records, or a
+config.json that belongs to another run (its run id, or the run id its values hash to), makes the
 cell `corrupt` (reported, its numbers never used). Cells that the spec expects but the store lacks
 are `missing`. A cell with no trusted epoch keeps one placeholder row (empty epoch, metric and
 value) so that nothing is silently dropped, also after a round trip through a snapshot. Per-bit
@@ -57,8 +58,9 @@ def read_cell(run_dir: Path, run_id: str, factors: Mapping[str, Any] | None = No
             corrupt.append("config.json has no 'config' object")
         else:
             rec.config = dict(config_doc["config"])
-            if config_doc.get("run_id") not in (None, run_id):
-                corrupt.append(f"config.json names run {config_doc.get('run_id')!r}")
+            problem = store_format.config_problem(config_doc, run_id)
+            if problem is not None:
+                corrupt.append(problem)
     summary = _read_json(run_dir / store_format.SUMMARY, corrupt)
     if summary is not None and not isinstance(summary, dict):
         corrupt.append("summary.json is not an object")
@@ -66,7 +68,11 @@ def read_cell(run_dir: Path, run_id: str, factors: Mapping[str, Any] | None = No
     rec.summary = summary
     rec.epochs = _read_epochs(run_dir / store_format.METRICS, corrupt)
     if summary is not None:
-        corrupt += store_format.listed_file_problems(run_dir, summary.get("files") or {})
+        listed = store_format.listed_file_problems(run_dir, summary.get("files") or {})
+        corrupt += listed
+        problem = None if listed else store_format.content_problem(run_dir, summary)
+        if problem is not None and problem not in corrupt:
+            corrupt.append(problem)
         status = summary.get("status")
         if status not in STATUSES:
             corrupt.append(f"summary.json has unknown status {status!r}")

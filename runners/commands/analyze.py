@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.errors import UserError
+from runners.commands.grid_table import add_max_cells, check_store, thread_mix_warning
+from runners.errors import UserError, short_repr
+from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import load_spec
 
 # `analysis` (pandas, scipy, matplotlib: seconds to import) is imported inside each command, so
@@ -67,6 +69,7 @@ def register(subparsers: Any) -> None:
         help="read the runs from this W&B project (group = the spec's name) instead of the store",
     )
     snap.add_argument("--wandb-entity", metavar="ENTITY", help="W&B entity (default: yours)")
+    add_max_cells(snap)
     snap.set_defaults(func=_snapshot)
 
     ana = subparsers.add_parser(
@@ -112,6 +115,7 @@ def register(subparsers: Any) -> None:
     ana.add_argument(
         "--formats", default="pdf,png", help="figure formats, comma-separated (pdf,png,svg)"
     )
+    add_max_cells(ana)
     ana.set_defaults(func=_analyze)
 
     fig = subparsers.add_parser(
@@ -134,7 +138,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from analysis.sources.store import scan_store
     from analysis.sources.table import StoreError
 
-    spec = _load_spec(args.spec)
+    spec = _load_spec(args.spec, args.max_cells)
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
@@ -174,10 +178,6 @@ def _analyze(args: argparse.Namespace) -> int:
     if bad or not formats:
         raise UserError(f"--formats takes pdf, png, svg (comma-separated), not {args.formats!r}")
     try:
-        metrics.direction(args.metric, args.direction)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    try:
         if args.snapshot:
             data = read_snapshot(args.snapshot)
             meta = read_meta(args.snapshot)
@@ -188,7 +188,7 @@ def _analyze(args: argparse.Namespace) -> int:
                 snap_spec.get("path"),
             )
             if args.spec:
-                given = _load_spec(args.spec)
+                given = _load_spec(args.spec, args.max_cells)
                 if spec.sha256 and given.sha256 != spec.sha256:
                     print(
                         f"ste-ablate: warning: {args.spec} differs from the spec the snapshot was "
@@ -201,14 +201,24 @@ def _analyze(args: argparse.Namespace) -> int:
             if not args.spec:
                 raise UserError("give a SPEC (or --snapshot FILE)")
             store = args.store or DEFAULT_STORE
-            spec = _load_spec(args.spec)
+            spec = _load_spec(args.spec, args.max_cells)
             _check_store(store)
             data = scan_store(store, spec.cells, axes=spec.axes)
             spec.extra["source"] = data.source
+            warning = thread_mix_warning(Path(store), [c.run_id for c in spec.cells or []])
+            if warning:
+                print(f"ste-ablate: warning: {warning}", file=sys.stderr)
         present = set(data.table["metric"].dropna())
         if args.metric not in present:
             known = ", ".join(sorted(present)) or "none (no run has an epoch yet)"
-            raise UserError(f"metric {args.metric!r} is not in the results; available: {known}")
+            raise UserError(
+                f"metric {short_repr(args.metric)} does not exist in the results; "
+                f"available: {known}"
+            )
+        try:  # a metric that exists, but whose better direction is not known, needs --direction
+            metrics.direction(args.metric, args.direction)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         config = StudyConfig(
             metric=args.metric,
             direction=args.direction,
@@ -255,16 +265,17 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(path: str) -> _Spec:
+def _load_spec(path: str, max_cells: int = MAX_CELLS) -> _Spec:
     """The spec's name, hash, axes and expected cells."""
     spec_path = Path(path)
     if not spec_path.is_file():
         raise UserError(f"spec {path} not found")
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, max_cells=max_cells)
     return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells))
 
 
 def _check_store(store: str) -> None:
+    check_store(Path(store))
     if not Path(store).is_dir():
         raise UserError(f"store {store} does not exist (train the spec first: ste-ablate run)")
 

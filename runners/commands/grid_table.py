@@ -1,12 +1,16 @@
-"""What `ste-ablate run` and `ste-ablate status` share: the SPEC and --store arguments, and the
-table of a grid's cells."""
+"""What `ste-ablate run` and `ste-ablate status` share: the SPEC, --store and --max-cells
+arguments, the store's checks, and the table of a grid's cells."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from runners.errors import UserError
+from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import Cell, Spec
 from runners.store import format as run_store
 
@@ -24,6 +28,57 @@ def add_spec_and_store(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("STE_STORE", DEFAULT_STORE),
         help=f"run store folder (default: $STE_STORE or {DEFAULT_STORE!r})",
     )
+    add_max_cells(parser)
+
+
+def add_max_cells(parser: argparse.ArgumentParser) -> None:
+    """Add --max-cells: the most cells a spec may expand to."""
+    parser.add_argument(
+        "--max-cells",
+        type=_positive,
+        default=MAX_CELLS,
+        metavar="N",
+        help=f"refuse specs of more than N cells (default {MAX_CELLS})",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of cells, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--max-cells must be at least 1, got {value}")
+    return value
+
+
+def check_store(store: Path) -> None:
+    """A store that exists must be a folder (a file there is a mistyped --store: UserError)."""
+    if store.exists() and not store.is_dir():
+        raise UserError(f"store {store} is not a folder")
+
+
+def thread_mix_warning(store: Path, run_ids: list[str]) -> str | None:
+    """A warning when these cells were trained on the CPU with different torch thread counts.
+
+    CPU results depend on the count: such cells are each right, but not what one rerun of the
+    spec with one count would give (e.g. some cells from `--workers N`, others sequential).
+    """
+    counts: Counter[int] = Counter()
+    for run_id in run_ids:
+        document = run_store.read_config(run_store.run_dir(store, run_id)) or {}
+        runtime = document.get("runtime")
+        if isinstance(runtime, dict) and runtime.get("device") == "cpu":
+            threads = runtime.get("torch_threads")
+            if isinstance(threads, int):
+                counts[threads] += 1
+    if len(counts) < 2:
+        return None
+    mix = ", ".join(f"{n} cells with {t}" for t, n in sorted(counts.items()))
+    return (
+        f"cells were trained on the CPU with different torch thread counts ({mix}); CPU results "
+        "depend on it, so a rerun with one count gives other numbers"
+    )
 
 
 def print_cells(
@@ -39,7 +94,7 @@ def print_cells(
     with `slurm_states` SLURM's state, with `action` what `run` would do."""
     headers = ["run_id", *spec.axes, "state"]
     if infos is not None:
-        headers += ["epochs", "test_mse"]
+        headers += ["epochs", "test_mse", "why"]
     if slurm_states is not None:
         headers.append("slurm")
     if action:
@@ -55,6 +110,7 @@ def print_cells(
             row += [
                 "" if epochs is None else str(epochs),
                 f"{mse:.5f}" if isinstance(mse, float) else "-",
+                _why(state, infos[cell.run_id]),
             ]
         if slurm_states is not None:
             row.append(slurm_states.get(cell.run_id, "-"))
@@ -65,6 +121,16 @@ def print_cells(
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for line in [headers, *rows]:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _why(state: str, info: run_store.CellInfo) -> str:
+    """Why a cell is not completed, in a few words: its summary's error, or what is wrong with
+    its files."""
+    if state in ("completed", "missing", "running"):
+        return ""
+    text = (info.summary or {}).get("error") or info.problem or "no summary.json (stopped early)"
+    text = " ".join(str(text).split())
+    return text if len(text) <= 70 else text[:67] + "..."
 
 
 def _show(value: Any) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.commands import run_slurm
-from runners.commands.grid_table import add_spec_and_store, print_cells
+from runners.commands.grid_table import add_spec_and_store, check_store, print_cells
 from runners.determinism import MODES as DETERMINISM_MODES
 from runners.determinism import pinned_mode
 from runners.errors import UserError
@@ -32,7 +32,14 @@ from runners.grids.spec import Cell, Spec, load_spec
 from runners.speed.stacking import auto_stack
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json
-from runners.tracking.wandb_tracker import DEFAULT_PROJECT, WANDB_MODES, WandbOptions, resolve_mode
+from runners.store.lock import folder_lock
+from runners.tracking.wandb_tracker import (
+    DEFAULT_PROJECT,
+    WANDB_MODES,
+    WandbOptions,
+    resolve_mode,
+    writable_folder,
+)
 from runners.training.data import load_arrays
 from runners.training.session import resolve_device
 
@@ -197,7 +204,7 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[i
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`ste-ablate run`: returns the exit code (see the module docstring)."""
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, max_cells=args.max_cells)
     cells = _with_execution(
         spec.cells,
         device=args.device,
@@ -207,6 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     _check_determinism(cells)
     store = Path(args.store)
+    check_store(store)
     states = {c.run_id: run_store.cell_state(run_store.run_dir(store, c.run_id)) for c in cells}
     todo = [c for c in cells if states[c.run_id] not in run_store.FINAL_STATES + ("running",)]
     busy = [c for c in cells if states[c.run_id] == "running"]
@@ -226,7 +234,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # sbatch present, options valid: checked before anything is written.
     slurm = run_slurm.preflight(args) if args.executor == "slurm" else None
     _preflight(todo, check_device=slurm is None)  # GPUs are on the compute nodes, not here
-    atomic_write_json(store / "specs" / f"{spec.name}.json", spec.index())
+    index = run_store.spec_index_path(store, spec.name)
+    try:
+        with folder_lock(index.parent):
+            atomic_write_json(index, spec.index())
+    except OSError as exc:  # a read-only or full store: nothing of the grid was written
+        raise UserError(f"cannot write to the store {store}: {exc.strerror or exc}") from None
     print(f"{len(todo)} to run, {done} already final, {len(busy)} running elsewhere")
     if not todo:
         return _finish(spec, cells, store, signum=None, started=time.perf_counter())
@@ -270,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     outcome = executor.run(tasks)
     if wandb.mode == "offline":
-        where = Path(os.environ.get("WANDB_DIR") or wandb.directory or ".") / "wandb"
+        where = Path(wandb.directory or os.environ.get("WANDB_DIR") or ".") / "wandb"
         print(f"W&B runs are offline; upload them with: wandb sync {where}/offline-run-*")
     return _finish(spec, cells, store, signum=outcome.signum, started=started)
 
@@ -312,9 +325,16 @@ def _preflight(todo: list[Cell], *, check_device: bool = True) -> None:
 
 def _wandb_options(args: argparse.Namespace, spec: Spec, store: Path) -> WandbOptions:
     mode, message = resolve_mode(args.wandb)
-    directory = None if os.environ.get("WANDB_DIR") else str(store.resolve())
+    env_dir = os.environ.get("WANDB_DIR")
+    directory = None if env_dir else str(store.resolve())
     if message:
         print(f"W&B: {message}", file=sys.stderr)
+    if mode != "disabled" and env_dir and not writable_folder(env_dir):
+        directory = str(store.resolve())
+        print(
+            f"W&B: WANDB_DIR {env_dir} is not writable; W&B files go to {directory}/wandb",
+            file=sys.stderr,
+        )
     return WandbOptions(
         mode=mode,
         project=args.wandb_project or spec.wandb.project or DEFAULT_PROJECT,

@@ -8,7 +8,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from runners.commands.grid_table import add_spec_and_store, print_cells
+from runners.commands.grid_table import (
+    add_spec_and_store,
+    check_store,
+    print_cells,
+    thread_mix_warning,
+)
 from runners.errors import UserError
 from runners.executors.slurm.record import slurm_states
 from runners.grids.spec import load_spec
@@ -29,8 +34,9 @@ def register(subparsers: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`ste-ablate status`: print the table; exit 0 (2 on a bad spec)."""
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, max_cells=args.max_cells)
     store = Path(args.store)
+    check_store(store)
     infos = {c.run_id: run_store.cell_info(run_store.run_dir(store, c.run_id)) for c in spec.cells}
     states: dict[str, str] | None = None
     try:
@@ -43,4 +49,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print_cells(spec, spec.cells, {k: v.state for k, v in infos.items()}, infos, states)
     tally = Counter(info.state for info in infos.values())
     print(", ".join(f"{n} {s}" for s, n in sorted(tally.items())))
+    warning = thread_mix_warning(store, [c.run_id for c in spec.cells])
+    if warning:
+        print(f"ste-ablate: warning: {warning}", file=sys.stderr)
     return 0

@@ -79,6 +79,7 @@ class Run:
         folder, config = self.folder, self.config
         (folder / st.SUMMARY).unlink(missing_ok=True)  # not final, or corrupt: superseded now
         (folder / st.FIGURE).unlink(missing_ok=True)
+        self._drop_foreign_config()
         ckpt = load_checkpoint(folder, config.run_id)
         state, resumed = None, False
         if ckpt is not None:
@@ -108,6 +109,18 @@ class Run:
             write_config(folder, config.run_id, config.to_dict(), runtime_info(config, self.device))
         self.write_logs()
         self.tracker.start(config.to_dict(), config.run_id, resumed)
+
+    def _drop_foreign_config(self) -> None:
+        """A config.json that does not parse or describes another run is corrupt: nothing in
+        the folder can be trusted to belong to this run, so the run starts from scratch."""
+        document, problem = st.read_json_checked(self.folder / st.CONFIG)
+        if document is not None:
+            problem = st.config_problem(document, self.config.run_id)
+        if problem is None:
+            return
+        print(f"warning: {self.folder.name}: {problem}; training it from scratch", file=sys.stderr)
+        for name in (st.CONFIG, st.CHECKPOINT, st.METRICS, st.STEPS):
+            (self.folder / name).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ steps
     def add_step(self, epoch: int, number: int, loss: torch.Tensor, norm: Any) -> None:
@@ -255,7 +268,8 @@ class Run:
             "test_psnr": last.get("test_psnr"),
             "bit_entropy": last.get("bit_entropy"),
             "dead_bits": last.get("dead_bits"),
-            "probe_accuracy": last.get("probe_accuracy"),
+            # The probe runs after the last epoch: only a completed run has its accuracy.
+            "probe_accuracy": last.get("probe_accuracy") if status == "completed" else None,
             "wall_time_s": (
                 state.wall_time() if state is not None else time.perf_counter() - self.session_start
             ),

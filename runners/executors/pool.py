@@ -2,9 +2,16 @@
 
 Workers are "spawn" processes (no forked torch/CUDA state); with several GPUs each worker owns
 one device. Each worker sits in its own process group, so a terminal's Ctrl-C reaches only the
-parent, which forwards it once to every worker (a second signal would mean "abort now" to
-`train_run`); idle workers ignore signals, a training one checkpoints. Linux sends workers
-SIGTERM when the parent dies (kill -9 of `ste-ablate run`).
+parent, which forwards it to every worker (a second signal would mean "abort now" to
+`train_run`) after noting it in a shared value. A training worker checkpoints on the signal. An
+idle worker leaves the parent's forwarded stop to the parent (which shuts the pool down once the
+training ones have checkpointed: an idle worker dying would break the pool and signal the others
+a second time); any other SIGINT/SIGTERM makes it exit.
+
+Workers die with their parent (kill -9 of `ste-ablate run`): Linux sends them SIGTERM when it
+dies (PR_SET_PDEATHSIG), and a watchdog thread in each worker notices that its parent changed
+(os.getppid()), for systems without that signal and for a parent that died before it was set. A
+training worker checkpoints first; an idle one, or one done checkpointing, exits.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -32,6 +41,13 @@ from runners.executors.cells import (
 )
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interrupt, signal_of
+
+# Set in each worker by `_init_worker`.
+_PARENT_PID: int | None = None
+_STOP: Any = None  # shared with the parent: the signal it forwarded (0 = none)
+_WORKER = {"busy": False, "idle_since": 0.0, "exit_when_idle": False, "pdeathsig": False}
+WATCHDOG_PERIOD_S = 0.25
+IDLE_GRACE_S = 0.5  # a worker exits this long after its last cell (its result sent by then)
 
 
 def available_cpus() -> int:
@@ -74,16 +90,19 @@ class PoolExecutor:
         for device in self.devices:
             device_queue.put(device)
         threads = max(1, available_cpus() // self.workers)
+        stop = context.RawValue("i", 0)
         pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(device_queue, bool(self.devices), threads),
+            initargs=(device_queue, bool(self.devices), threads, os.getpid(), stop),
         )
         running: dict[Future, list[CellTask]] = {}
 
         def forward(signum: int) -> None:
-            # Workers ignore signals while idle and turn them into a checkpoint while training.
+            # Noted first: an idle worker that sees it waits for the pool's shutdown, and a
+            # cell that a worker picks up afterwards does not start.
+            stop.value = signum
             for process in list(getattr(pool, "_processes", {}).values()):
                 with contextlib.suppress(OSError):
                     os.kill(process.pid, signum)
@@ -136,32 +155,86 @@ def _result(future: Future, unit: list[CellTask]) -> list[dict[str, Any]]:
         return [{"run_id": t.run_id, "status": "failed", "error": error} for t in unit]
 
 
-def _init_worker(device_queue: Any, has_devices: bool, threads: int) -> None:
+def _init_worker(
+    device_queue: Any, has_devices: bool, threads: int, parent_pid: int, stop: Any
+) -> None:
     # Own process group: a terminal's Ctrl-C reaches only the parent, which forwards it exactly
-    # once (train_run reads a second signal as "abort now"). Idle workers ignore signals.
+    # once (train_run reads a second signal as "abort now").
+    global _PARENT_PID, _STOP
     with contextlib.suppress(OSError):
         os.setpgrp()
+    _PARENT_PID, _STOP = parent_pid, stop
+    _WORKER["idle_since"] = time.monotonic()
     for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent()
+        signal.signal(signum, _idle_signal)
+    _WORKER["pdeathsig"] = _die_with_parent()
+    if not parent_alive():  # the parent died before the death signal was armed
+        os._exit(0)
+    threading.Thread(target=_watch_parent, name="parent-watchdog", daemon=True).start()
     device = device_queue.get(timeout=60) if has_devices else None
     set_worker_resources(device, threads)
 
 
+def parent_alive() -> bool:
+    """In a worker: whether the process that started the pool is still its parent."""
+    return os.getppid() == _PARENT_PID
+
+
+def _idle_signal(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM while no cell trains here: exit, unless it is the live parent's stop."""
+    if parent_alive() and _STOP is not None and _STOP.value and not _WORKER["exit_when_idle"]:
+        return  # the parent shuts the pool down once the training workers have checkpointed
+    raise SystemExit(128 + signum)
+
+
+def _watch_parent() -> None:
+    """Stop this worker once its parent is gone (or it was told to exit): now when idle; when
+    training, by the signal that makes it checkpoint (Linux's death signal already sent it)."""
+    signalled = False
+    while True:
+        time.sleep(WATCHDOG_PERIOD_S)
+        orphan = not parent_alive()
+        if not (orphan or _WORKER["exit_when_idle"]):
+            continue
+        if not _WORKER["busy"]:
+            if time.monotonic() - _WORKER["idle_since"] >= IDLE_GRACE_S:
+                _WORKER["exit_when_idle"] = True
+                os.kill(os.getpid(), signal.SIGTERM)  # _idle_signal, in the main thread
+        elif orphan and not _WORKER["pdeathsig"] and not signalled:
+            signalled = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[str, Any]]:
-    """execute_cells in a worker: a signal during training interrupts it, as in the parent."""
+    """execute_cells in a worker: a signal during training interrupts it, as in the parent.
+
+    A cell picked up after the parent began to stop the grid (or died) does not start. A worker
+    whose cell a signal stopped that was not the parent's own stop exits once idle.
+    """
+    if (_STOP is not None and _STOP.value) or (_PARENT_PID is not None and not parent_alive()):
+        return [summary_after_interrupt(task) for task in unit]
     previous = {s: signal.signal(s, raise_interrupt) for s in STOP_SIGNALS}
+    _WORKER["busy"] = True
     try:
-        return execute_cells(unit, mode)
+        summaries = execute_cells(unit, mode)
+        stopped = any(s.get("status") == "interrupted" for s in summaries)
+        if stopped and not (_STOP is not None and _STOP.value and parent_alive()):
+            _WORKER["exit_when_idle"] = True
+        return summaries
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _WORKER["busy"], _WORKER["idle_since"] = False, time.monotonic()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the parent dies (kill -9 of `ste-ablate run`)."""
+def _die_with_parent() -> bool:
+    """Ask Linux to send SIGTERM when the parent dies (kill -9 of `ste-ablate run`); whether
+    it was armed."""
     if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
+        return False
+    try:
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False

@@ -29,14 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from runners.config import ConfigError, RunConfig, validate_dict
-from runners.errors import UserError
+from runners.errors import UserError, short_repr
+from runners.grids.limits import (
+    MAX_CELLS,
+    SpecYamlError,
+    TooManyCellsError,
+    count_cells,
+    read_yaml,
+)
 
 SPEC_KEYS = ("name", "description", "base", "grid", "include", "exclude", "wandb")
 WANDB_KEYS = ("project", "entity", "tags")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+MAX_NAME_CHARS = 100  # the name is a file name (STORE/specs/<name>.json) and a W&B group
+MAX_ERRORS_SHOWN = 20
 
 
 class SpecError(UserError):
@@ -48,7 +55,9 @@ class SpecError(UserError):
         if len(errors) == 1:
             message = f"{path}: {errors[0]}"
         else:
-            lines = "".join(f"\n  - {e}" for e in errors)
+            lines = "".join(f"\n  - {e}" for e in errors[:MAX_ERRORS_SHOWN])
+            more = len(errors) - MAX_ERRORS_SHOWN
+            lines += f"\n  - ... and {more} more" if more > 0 else ""
             message = f"{path}: {len(errors)} problems in the spec:{lines}"
         super().__init__(message)
 
@@ -99,37 +108,12 @@ class Spec:
         }
 
 
-class _SpecLoader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.1 says string) and rejects duplicate keys."""
-
-
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)(?:\.\d*)?[eE][-+]?\d+$"),
-    list("-+0123456789"),
-)
-
-
-def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | Path, *, max_cells: int = MAX_CELLS) -> Spec:
     """Read, validate and expand a spec file.
 
     Args:
         path: the YAML file.
+        max_cells: the most cells the spec may expand to (counted before expanding).
 
     Returns:
         The expanded `Spec` (cells in product order, then the include cells).
@@ -137,6 +121,7 @@ def load_spec(path: str | Path) -> Spec:
     Raises:
         SpecError: every problem found (unknown keys with close matches, bad values or estimator
             specs, an empty grid, duplicate cells); nothing has been written.
+        TooManyCellsError: more than `max_cells` cells.
     """
     path = Path(path)
     try:
@@ -144,17 +129,17 @@ def load_spec(path: str | Path) -> Spec:
     except OSError as exc:
         raise UserError(f"cannot read spec {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_SpecLoader)  # noqa: S506 - SafeLoader subclass
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SpecError(path, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+        data = read_yaml(raw)
+    except SpecYamlError as exc:
+        raise SpecError(path, [str(exc)]) from None
     errors: list[str] = []
-    spec = _build(data, path, hashlib.sha256(raw).hexdigest(), errors)
+    spec = _build(data, path, hashlib.sha256(raw).hexdigest(), errors, max_cells)
     if errors or spec is None:
         raise SpecError(path, errors or ["empty spec"])
     return spec
 
 
-def _build(data: Any, path: Path, sha: str, errors: list[str]) -> Spec | None:
+def _build(data: Any, path: Path, sha: str, errors: list[str], max_cells: int) -> Spec | None:
     if not isinstance(data, Mapping):
         errors.append(f"a spec must be a mapping with keys {', '.join(SPEC_KEYS)}")
         return None
@@ -165,14 +150,20 @@ def _build(data: Any, path: Path, sha: str, errors: list[str]) -> Spec | None:
     name = data.get("name")
     if name is None:
         errors.append("name: required")
-    elif not isinstance(name, str) or not _NAME_RE.match(name):
-        errors.append(f"name must be a word of letters, digits, '_', '.', '-', got {name!r}")
+    elif not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > MAX_NAME_CHARS:
+        errors.append(
+            f"name must be a word of letters, digits, '_', '.', '-' of at most {MAX_NAME_CHARS} "
+            f"characters, got {short_repr(name)}"
+        )
     description = data.get("description", "")
     if description is None:
         description = ""
     if not isinstance(description, str):
-        errors.append(f"description must be text, got {description!r}")
+        errors.append(f"description must be text, got {short_repr(description)}")
 
+    count = count_cells(data.get("grid"), data.get("include"))
+    if count > max_cells:  # before a single value is checked or a cell expanded
+        raise TooManyCellsError(path, count, max_cells)
     base = _check_base(data.get("base", {}), errors)
     grid = _check_grid(data.get("grid"), base, errors)
     include = _check_entries(data.get("include", []), "include", base, errors)
@@ -205,7 +196,7 @@ def _check_base(base: Any, errors: list[str]) -> dict[str, Any] | None:
     if base is None:
         return {}
     if not isinstance(base, Mapping):
-        errors.append(f"base must be a mapping of run-config fields, got {base!r}")
+        errors.append(f"base must be a mapping of run-config fields, got {short_repr(base)}")
         return None
     found = [f"base: {e}" for e in validate_dict(base)]
     errors += found
@@ -217,7 +208,7 @@ def _check_grid(grid: Any, base: dict | None, errors: list[str]) -> dict[str, li
         errors.append("grid: required (a mapping of run-config field -> list of values)")
         return None
     if not isinstance(grid, Mapping):
-        errors.append(f"grid must be a mapping of field -> list of values, got {grid!r}")
+        errors.append(f"grid must be a mapping of field -> list of values, got {short_repr(grid)}")
         return None
     if not grid:
         errors.append("grid is empty: give at least one axis (e.g. seed: [0, 1, 2])")
@@ -234,7 +225,7 @@ def _check_grid(grid: Any, base: dict | None, errors: list[str]) -> dict[str, li
             errors.append(f"{where}: also set in base (set it in one place)")
             ok = False
         if not isinstance(values, list) or not values:
-            errors.append(f"{where} must be a non-empty list of values, got {values!r}")
+            errors.append(f"{where} must be a non-empty list of values, got {short_repr(values)}")
             ok = False
             continue
         seen: dict[Any, Any] = {}
@@ -244,7 +235,10 @@ def _check_grid(grid: Any, base: dict | None, errors: list[str]) -> dict[str, li
                 ok = False
             elif _key(canon) in seen:
                 first = seen[_key(canon)]
-                errors.append(f"{where}: {value!r} and {first!r} are the same value ({canon!r})")
+                errors.append(
+                    f"{where}: {short_repr(value)} and {short_repr(first)} are the same value "
+                    f"({short_repr(canon)})"
+                )
                 ok = False
             else:
                 seen[_key(canon)] = value
@@ -256,14 +250,18 @@ def _check_entries(entries: Any, where: str, base: dict | None, errors: list[str
     if entries is None:
         return []
     if not isinstance(entries, list):
-        errors.append(f"{where} must be a list of mappings (field: value), got {entries!r}")
+        errors.append(
+            f"{where} must be a list of mappings (field: value), got {short_repr(entries)}"
+        )
         return []
     names = RunConfig.field_names()
     out = []
     for i, entry in enumerate(entries):
         at = f"{where}[{i}]"
         if not isinstance(entry, Mapping) or not entry:
-            errors.append(f"{at} must be a non-empty mapping of field: value, got {entry!r}")
+            errors.append(
+                f"{at} must be a non-empty mapping of field: value, got {short_repr(entry)}"
+            )
             continue
         checked: dict[str, list] = {}
         for key, value in entry.items():
@@ -285,18 +283,27 @@ def _check_wandb(block: Any, errors: list[str]) -> WandbSettings:
     if block is None:
         return WandbSettings()
     if not isinstance(block, Mapping):
-        errors.append(f"wandb must be a mapping with keys {', '.join(WANDB_KEYS)}, got {block!r}")
+        errors.append(
+            f"wandb must be a mapping with keys {', '.join(WANDB_KEYS)}, got {short_repr(block)}"
+        )
         return WandbSettings()
     for key in block:
         if key not in WANDB_KEYS:
             errors.append("wandb: " + _unknown(key, WANDB_KEYS, "key"))
     project, entity = block.get("project"), block.get("entity")
     for key, value in (("project", project), ("entity", entity)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            errors.append(f"wandb.{key} must be a non-empty string or null, got {value!r}")
+        if value is not None and (
+            not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS
+        ):
+            errors.append(
+                f"wandb.{key} must be a non-empty string of at most {MAX_NAME_CHARS} characters "
+                f"or null, got {short_repr(value)}"
+            )
     tags = block.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
-        errors.append(f"wandb.tags must be a list of strings of 1-64 characters, got {tags!r}")
+        errors.append(
+            f"wandb.tags must be a list of strings of 1-64 characters, got {short_repr(tags)}"
+        )
         tags = []
     return WandbSettings(project=project, entity=entity, tags=tuple(tags))
 
@@ -368,10 +375,10 @@ def _matches(config: RunConfig, entry: dict[str, list]) -> bool:
 
 
 def _show(values: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {v!r}" for k, v in values.items()) + "}"
+    return "{" + ", ".join(f"{k}: {short_repr(v)}" for k, v in values.items()) + "}"
 
 
 def _unknown(key: Any, names: tuple[str, ...] | list[str], what: str) -> str:
     close = difflib.get_close_matches(str(key), list(names), n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"unknown {what} {key!r}{hint}"
+    return f"unknown {what} {short_repr(key)}{hint}"

@@ -11,15 +11,20 @@ This module holds the file names, the states a cell can be in, the keys of summa
 atomic writes every file goes through, the readers, and the checks that decide whether a run's
 files can be trusted: a file that does not parse, or whose sha256 differs from the one recorded in
 summary.json, is corrupt (the runners rerun its cell, the analysis reports it and uses none of its
-numbers). Standard library only, so that reading a store never imports torch.
+numbers); so is a config.json that names another run, or whose identity fields hash to another run
+id. The run id itself (`run_id_for`) is defined here: it names the run's folder, and both sides
+must compute it alike. Standard library only, so that reading a store never imports torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import re
+import reprlib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,25 +43,73 @@ GRADCHECK = "gradcheck.json"  # not in summary.json's hashes: written later, by 
 FINAL_STATES = ("completed", "diverged")  # never retrained
 SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")
 CELL_STATES = (*SUMMARY_STATES, "running", "missing")
+# The RunConfig fields that define a run: hashed into its run id (runners.config.RunConfig uses
+# this tuple). Adding one changes every run id.
+IDENTITY_FIELDS = (
+    "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size", "lr",
+    "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
+)  # fmt: skip
+TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
 SUMMARY_KEYS = (
-    "run_id",
-    "status",
-    "epochs_done",
-    "test_mse",
-    "test_psnr",
-    "bit_entropy",
-    "dead_bits",
-    "probe_accuracy",
-    "wall_time_s",
-    "images_per_s",
-    "error",
-    "files",
-)
+    "run_id", "status", "epochs_done", "test_mse", "test_psnr", "bit_entropy", "dead_bits",
+    "probe_accuracy", "wall_time_s", "images_per_s", "error", "files",
+)  # fmt: skip
 
 # Real paths of the lock files this process holds (kept current by runners.store.lock). Probing
 # such a lock from a second descriptor could release it where flock is emulated with POSIX
 # record locks (NFS), so `lock_held` answers from here for them.
 LOCKS_HELD_HERE: set[str] = set()
+
+
+# ----------------------------------------------------------------------------- run ids
+
+
+def slug(text: str, max_len: int = 60) -> str:
+    """Lower-case `text` with every run of other characters than [a-z0-9] turned into one '-'."""
+    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return out[:max_len].rstrip("-") or "run"
+
+
+def run_id_for(identity: Mapping[str, Any]) -> str:
+    """The run id of a run's identity fields (`IDENTITY_FIELDS`, the values a RunConfig holds).
+
+    `{slug(estimator)}-s{seed}-{sha256(canonical json of identity)[:10]}`.
+    """
+    canonical = json.dumps(dict(identity), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+    return f"{slug(str(identity['estimator']))}-s{identity['seed']}-{digest}"
+
+
+def identity_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity of a run's config (a RunConfig's fields as a mapping): `IDENTITY_FIELDS`,
+    plus `determinism` when it is not "machine" (runs from before that field keep their ids)."""
+    out = {name: config[name] for name in IDENTITY_FIELDS}
+    if config.get("determinism", "machine") != "machine":
+        out["determinism"] = config["determinism"]
+    return out
+
+
+def config_problem(document: Any, run_id: str) -> str | None:
+    """Why config.json's content does not belong to the run `run_id` (None when it does).
+
+    It must name `run_id`, and its identity fields must hash to `run_id`: a config.json whose
+    values were changed (say another lr) describes another run, whatever its run_id says.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        return "config.json has no 'config' object"
+    if document.get("run_id") != run_id:
+        return f"config.json names run {reprlib.repr(document.get('run_id'))}, not {run_id!r}"
+    config = document["config"]
+    missing = [name for name in IDENTITY_FIELDS if name not in config]
+    if missing:
+        return f"config.json lacks {', '.join(missing)}"
+    try:
+        recomputed = run_id_for(identity_of(config))
+    except (TypeError, ValueError):
+        return "config.json's identity fields are not plain values"
+    if recomputed != run_id:
+        return f"config.json's values belong to run {recomputed!r}, not {run_id!r}"
+    return None
 
 
 # ----------------------------------------------------------------------------- paths
@@ -95,8 +148,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     A reader sees the old file or the new one, never a torn one (also after `kill -9`).
     """
     path = Path(path)
+    created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError:
+        if created:  # leave no empty folder behind a write that never happened
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+        raise
     try:
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.fchmod(fd, 0o666 & ~_UMASK)
@@ -252,7 +312,41 @@ def verify_summary(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
         for name in (CONFIG, METRICS, STEPS, FIGURE):
             if name not in files:
                 return None, f"a completed run must list {name}"
+    problem = content_problem(folder, summary)
+    if problem is not None:
+        return None, problem
     return summary, None
+
+
+def content_problem(folder: Path, summary: Mapping[str, Any]) -> str | None:
+    """What the files summary.json vouches for say against the run's own config, or None.
+
+    A sha256 proves only that a file is the one summarised; this checks that it belongs to this
+    run: config.json names it and hashes to it, metrics.jsonl parses and holds the epochs the
+    summary counts, within the config's epochs (every epoch of a completed run).
+    """
+    files = summary.get("files") or {}
+    if CONFIG not in files:
+        return None  # a failure before config.json was written: nothing to check against
+    document, problem = read_json_checked(folder / CONFIG)
+    problem = problem or config_problem(document, folder.name)
+    if problem is not None:
+        return problem
+    if METRICS in files:
+        try:
+            records = read_jsonl(folder / METRICS)
+        except (OSError, ValueError) as exc:
+            return f"{METRICS} does not parse ({type(exc).__name__})"
+        epochs = [r.get("epoch") if isinstance(r, dict) else None for r in records]
+        if epochs != list(range(1, len(epochs) + 1)):
+            return f"{METRICS} does not hold epochs 1, 2, ... in order"
+        planned = document["config"]["epochs"]
+        completed = summary.get("status") == "completed"
+        if len(epochs) > planned or (completed and len(epochs) != planned):
+            return f"{METRICS} holds {len(epochs)} epochs of a {planned}-epoch run"
+        if completed and summary.get("epochs_done") != len(epochs):
+            return f"summary.json counts {summary['epochs_done']} epochs, {METRICS} {len(epochs)}"
+    return None
 
 
 # ----------------------------------------------------------------------------- cell state

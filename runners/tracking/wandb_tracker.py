@@ -171,6 +171,7 @@ class WandbTracker(Tracker):
         )
         if opts.directory:
             Path(opts.directory).mkdir(parents=True, exist_ok=True)
+        _silence_terminal(wandb)
         if self.mode == "online" and _ONLINE_FAILED:
             # One timeout per process is enough: later cells go offline at once.
             self.mode = "offline"
@@ -268,6 +269,23 @@ def _client() -> Any:
     import wandb
 
     return wandb
+
+
+def _silence_terminal(wandb: Any) -> None:
+    # Settings(silent=True) given to wandb.init silences the run, not the process-wide terminal
+    # setup through which wandb's login prints ("Loaded credentials for ..."): silence that too.
+    setup = wandb.setup(settings=wandb.Settings(silent=True))
+    wandb.termsetup(setup.settings, None)
+
+
+def writable_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether W&B can use `path` as its root folder (it falls back to the system's temp folder
+    otherwise, silently in silent mode)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.R_OK)
 
 
 def _step_key(key: str) -> str:
