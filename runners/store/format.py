@@ -7,13 +7,10 @@ Layout (docs/architecture.md section 3)::
                         gradcheck.json (optional: `ste-ablate gradcheck`, written after the run)
     STORE/specs/<spec name>.json
 
-This module holds the file names, the states a cell can be in, the keys of summary.json, the
-atomic writes every file goes through, the readers, and the checks that decide whether a run's
-files can be trusted: a file that does not parse, or whose sha256 differs from the one recorded in
-summary.json, is corrupt (the runners rerun its cell, the analysis reports it and uses none of its
-numbers); so is a config.json that names another run, or whose identity fields hash to another run
-id. The run id itself (`run_id_for`) is defined here: it names the run's folder, and both sides
-must compute it alike. Standard library only, so that reading a store never imports torch.
+File names, cell states, summary.json's keys, the atomic writes, the readers, and the checks
+that decide whether a run's files can be trusted: a file that does not parse, whose sha256 differs
+from summary.json's, or a config.json whose identity hashes to another run id (`run_id_for`, which
+names the folder) is corrupt. Standard library only: reading a store never imports torch.
 """
 
 from __future__ import annotations
@@ -71,10 +68,7 @@ def slug(text: str, max_len: int = 60) -> str:
 
 
 def run_id_for(identity: Mapping[str, Any]) -> str:
-    """The run id of a run's identity fields (`IDENTITY_FIELDS`, the values a RunConfig holds).
-
-    `{slug(estimator)}-s{seed}-{sha256(canonical json of identity)[:10]}`.
-    """
+    """`{slug(estimator)}-s{seed}-{sha256(canonical json of identity)[:10]}` (`identity_of`)."""
     canonical = json.dumps(dict(identity), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
     return f"{slug(str(identity['estimator']))}-s{identity['seed']}-{digest}"
@@ -90,11 +84,8 @@ def identity_of(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_problem(document: Any, run_id: str) -> str | None:
-    """Why config.json's content does not belong to the run `run_id` (None when it does).
-
-    It must name `run_id`, and its identity fields must hash to `run_id`: a config.json whose
-    values were changed (say another lr) describes another run, whatever its run_id says.
-    """
+    """Why config.json does not belong to run `run_id` (None when it does): it must name it, and
+    its identity must hash to it (changed values, say another lr, describe another run)."""
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         return "config.json has no 'config' object"
     if document.get("run_id") != run_id:
