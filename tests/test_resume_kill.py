@@ -23,12 +23,12 @@ from runners.store import format as run_store
 from runners.store.format import read_jsonl
 from runners.tracking.wandb_tracker import wandb_run_id
 
-TIMING = ("epoch_time_s", "images_per_s")
+TIMING = ("epoch_time_s", "images_per_s", "diag_time_s")
 SPEC = """\
 name: killme
 description: three short epochs, so a kill lands mid-run
 base: {dataset: mnist-mini, train_subset: 256, test_subset: 64, epochs: 3, device: cpu,
-       num_threads: 1}
+       num_threads: 1, diagnostics_probe: 4}
 grid:
   estimator: [sigmoid]
   seed: [4]

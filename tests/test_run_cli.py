@@ -19,7 +19,7 @@ from runners.store.format import read_json
 
 TINY_BASE = (
     "base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
-    "device: cpu, num_threads: 1}\n"
+    "device: cpu, diagnostics_probe: 4, num_threads: 1}\n"
 )
 
 

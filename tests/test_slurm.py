@@ -47,7 +47,7 @@ BASE = {
 # Long enough (3 epochs of 16 steps, over a second each) that a signal sent once the first epoch
 # is written lands mid-run.
 LONG = {**BASE, "train_subset": 512, "epochs": 3}
-TIMING = {"epoch_time_s", "images_per_s", "wall_time_s", "files"}
+TIMING = {"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s", "files"}
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ SMALL = {
     "epochs": 2,
     "device": "cpu",
     "num_threads": 1,
+    "diagnostics_probe": 4,  # cheap diagnostics (they grow with it)
 }
 
 

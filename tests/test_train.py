@@ -29,6 +29,10 @@ EPOCH_KEYS = {
     "unique_codes", "bit_flip_rate", "active_rate", "grad_norm_pre", "epoch_time_s",
     "images_per_s", "bit_rates",
 }  # fmt: skip
+DIAGNOSTIC_KEYS = {  # docs/diagnostics.md (diagnostics: epoch, the default)
+    "diag_flip_corr", "diag_descent_agreement", "diag_coverage", "diag_cosine_smoothed_tau0_1",
+    "diag_cosine_smoothed_tau1", "diag_rel_to_identity", "diag_grad_snr", "diag_time_s",
+}  # fmt: skip
 
 
 def outputs(folder: Path) -> dict:
@@ -91,7 +95,8 @@ def test_short_run_learns_and_records_everything(finished_run):
     config, folder = finished_run
     records = read_jsonl(folder / st.METRICS)
     assert [r["epoch"] for r in records] == [1, 2]
-    assert set(records[0]) == EPOCH_KEYS and set(records[1]) == EPOCH_KEYS | {"probe_accuracy"}
+    keys = EPOCH_KEYS | DIAGNOSTIC_KEYS
+    assert set(records[0]) == keys and set(records[1]) == keys | {"probe_accuracy"}
     # Training lowers the test MSE, below the untrained model's too.
     untrained = build_model(config, torch.device("cpu")).eval()
     test_images = prepare_data("mnist-mini", 256, 128, "cpu").test.images

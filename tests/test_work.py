@@ -18,7 +18,7 @@ from runners.store import format as run_store
 from runners.store.format import read_jsonl
 from runners.tracking.tracker import Tracker
 
-TIMING = ("epoch_time_s", "images_per_s")
+TIMING = ("epoch_time_s", "images_per_s", "diag_time_s")
 
 
 def metrics_without_timing(store: Path, run_id: str) -> list[dict]:
