@@ -8,10 +8,13 @@ idle worker leaves the parent's forwarded stop to the parent (which shuts the po
 training ones have checkpointed: an idle worker dying would break the pool and signal the others
 a second time); any other SIGINT/SIGTERM makes it exit.
 
-Workers die with their parent (kill -9 of `ste-ablate run`): Linux sends them SIGTERM when it
+Workers die with their parent (kill -9 of `ste-ablate run`): Linux sends them SIGUSR1 when it
 dies (PR_SET_PDEATHSIG), and a watchdog thread in each worker notices that its parent changed
-(os.getppid()), for systems without that signal and for a parent that died before it was set. A
-training worker checkpoints first; an idle one, or one done checkpointing, exits.
+(os.getppid()), for systems without that signal and for a parent that died before it was set.
+Either way the worker sends itself one SIGTERM: a training worker checkpoints on it, an idle one
+exits, and one done checkpointing exits once idle. (The death signal is not SIGTERM itself:
+Linux sends it once for each thread of the dying parent the worker is passed to on the way, and
+a second SIGTERM would tell a training worker to abort without its checkpoint.)
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interru
 # Set in each worker by `_init_worker`.
 _PARENT_PID: int | None = None
 _STOP: Any = None  # shared with the parent: the signal it forwarded (0 = none)
-_WORKER = {"busy": False, "idle_since": 0.0, "exit_when_idle": False, "pdeathsig": False}
+_WORKER = {"busy": False, "idle_since": 0.0, "exit_when_idle": False, "orphan": False}
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
 WATCHDOG_PERIOD_S = 0.25
 IDLE_GRACE_S = 0.5  # a worker exits this long after its last cell (its result sent by then)
 
@@ -167,7 +171,8 @@ def _init_worker(
     _WORKER["idle_since"] = time.monotonic()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _idle_signal)
-    _WORKER["pdeathsig"] = _die_with_parent()
+    signal.signal(PARENT_DEATH_SIGNAL, _parent_died)
+    _die_with_parent()
     if not parent_alive():  # the parent died before the death signal was armed
         os._exit(0)
     threading.Thread(target=_watch_parent, name="parent-watchdog", daemon=True).start()
@@ -182,27 +187,33 @@ def parent_alive() -> bool:
 
 def _idle_signal(signum: int, frame: Any) -> None:
     """SIGINT/SIGTERM while no cell trains here: exit, unless it is the live parent's stop."""
-    if parent_alive() and _STOP is not None and _STOP.value and not _WORKER["exit_when_idle"]:
+    if parents_stop() and not _WORKER["exit_when_idle"]:
         return  # the parent shuts the pool down once the training workers have checkpointed
-    raise SystemExit(128 + signum)
+    # Nothing to save when idle; and an exception could be caught on its way (while a result
+    # is being sent) and leave the worker running.
+    os._exit(128 + signum)
+
+
+def _parent_died(signum: int, frame: Any) -> None:
+    """The parent is gone (Linux's death signal, or the watchdog): one SIGTERM to this worker,
+    however often this runs; none to a worker already stopping on the parent's own stop."""
+    if _WORKER["orphan"]:
+        return
+    _WORKER["orphan"] = _WORKER["exit_when_idle"] = True
+    if not (_WORKER["busy"] and _STOP is not None and _STOP.value):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch_parent() -> None:
-    """Stop this worker once its parent is gone (or it was told to exit): now when idle; when
-    training, by the signal that makes it checkpoint (Linux's death signal already sent it)."""
-    signalled = False
+    """Report a parent that is gone (where Linux's death signal did not), and make a worker
+    that must exit do so once its last result has been sent."""
     while True:
         time.sleep(WATCHDOG_PERIOD_S)
-        orphan = not parent_alive()
-        if not (orphan or _WORKER["exit_when_idle"]):
-            continue
-        if not _WORKER["busy"]:
-            if time.monotonic() - _WORKER["idle_since"] >= IDLE_GRACE_S:
-                _WORKER["exit_when_idle"] = True
-                os.kill(os.getpid(), signal.SIGTERM)  # _idle_signal, in the main thread
-        elif orphan and not _WORKER["pdeathsig"] and not signalled:
-            signalled = True
-            os.kill(os.getpid(), signal.SIGTERM)
+        if not parent_alive():
+            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)  # _parent_died, in the main thread
+        idle_for = time.monotonic() - _WORKER["idle_since"]
+        if _WORKER["exit_when_idle"] and not _WORKER["busy"] and idle_for >= IDLE_GRACE_S:
+            os.kill(os.getpid(), signal.SIGTERM)  # _idle_signal, in the main thread
 
 
 def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[str, Any]]:
@@ -217,24 +228,29 @@ def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[st
     _WORKER["busy"] = True
     try:
         summaries = execute_cells(unit, mode)
-        stopped = any(s.get("status") == "interrupted" for s in summaries)
-        if stopped and not (_STOP is not None and _STOP.value and parent_alive()):
+        if any(s.get("status") == "interrupted" for s in summaries) and not parents_stop():
             _WORKER["exit_when_idle"] = True
         return summaries
+    except KeyboardInterrupt:  # a signal outside the training loop's own handling
+        if not parents_stop():
+            _WORKER["exit_when_idle"] = True
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _WORKER["busy"], _WORKER["idle_since"] = False, time.monotonic()
 
 
-def _die_with_parent() -> bool:
-    """Ask Linux to send SIGTERM when the parent dies (kill -9 of `ste-ablate run`); whether
-    it was armed."""
+def parents_stop() -> bool:
+    """In a worker: whether the live parent asked the workers to stop (an orderly stop)."""
+    return _STOP is not None and bool(_STOP.value) and parent_alive()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send PARENT_DEATH_SIGNAL when the parent dies (kill -9 of `ste-ablate
+    run`); elsewhere the watchdog alone notices."""
     if not sys.platform.startswith("linux"):
-        return False
-    try:
+        return
+    with contextlib.suppress(OSError, AttributeError):
         pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
