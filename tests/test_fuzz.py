@@ -20,7 +20,7 @@ from hypothesis import strategies as s
 
 from runners.cli import main
 from runners.config import ConfigError, RunConfig
-from runners.store.format import IDENTITY_FIELDS, config_problem, run_id_for
+from runners.store.format import config_problem, identity_of, run_id_for
 from ste_variants import EstimatorSpecError, canonical_spec, list_estimators
 
 FAST = settings(
@@ -140,7 +140,7 @@ def check_config(data: dict[str, Any]) -> None:
         assert "\n" not in message and len(message) < 4000
         return
     assert len(config.run_id) < 200  # a file name
-    assert run_id_for({k: config.to_dict()[k] for k in IDENTITY_FIELDS}) == config.run_id
+    assert run_id_for(identity_of(config.to_dict())) == config.run_id
     document = {"run_id": config.run_id, "config": config.to_dict()}
     assert config_problem(document, config.run_id) is None
     for name in ("seed", "epochs", "batch_size", "code_channels"):

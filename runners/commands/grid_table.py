@@ -35,21 +35,26 @@ def add_max_cells(parser: argparse.ArgumentParser) -> None:
     """Add --max-cells: the most cells a spec may expand to."""
     parser.add_argument(
         "--max-cells",
-        type=_positive,
+        type=at_least_one("--max-cells", "a number of cells"),
         default=MAX_CELLS,
         metavar="N",
         help=f"refuse specs of more than N cells (default {MAX_CELLS})",
     )
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of cells, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--max-cells must be at least 1, got {value}")
-    return value
+def at_least_one(flag: str, what: str) -> Any:
+    """An argparse type: a whole number >= 1 for `flag` (one-line errors naming it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least 1, got {value}")
+        return value
+
+    return parse
 
 
 def check_store(store: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from runners.config import RunConfig
 from runners.determinism import MODES
 from runners.errors import UserError
+from runners.training.metrics import TIMING_KEYS
 
 _EPILOG = """\
 examples:
@@ -26,7 +27,6 @@ A snapshot made in portable mode (the default determinism) reproduces on any x86
 AVX2, given the same torch version and thread count (both recorded); a machine-mode snapshot
 only on the kind of CPU that made it. Full MNIST cells read --data-root or $STE_DATA_ROOT.
 """
-TIMING = {"epoch_time_s", "images_per_s", "wall_time_s"}
 
 
 def register(subparsers: Any) -> None:
@@ -124,7 +124,7 @@ def compare(rows: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
     by_epoch = {int(r["epoch"]): r for r in records}
     worst, first, compared = 0.0, None, 0
     for row in rows.itertuples(index=False):
-        if _missing(row.epoch) or _missing(row.metric) or _timing(row.metric):
+        if _missing(row.epoch) or _missing(row.metric) or row.metric in TIMING_KEYS:
             continue
         record = by_epoch.get(int(row.epoch), {})
         got, want = record.get(row.metric), row.value
@@ -167,8 +167,3 @@ def _line(report: dict[str, Any]) -> str:
         f"{report['run_id']}: DIFFERS, largest difference {report['max_abs_diff']:.3g}; first: "
         f"{report['first_difference']}"
     )
-
-
-def _timing(metric: str) -> bool:
-    """Seconds and rates of the machine, not results: never compared."""
-    return metric in TIMING or metric.endswith("_time_s")

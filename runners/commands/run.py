@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.commands import run_slurm
-from runners.commands.grid_table import add_spec_and_store, check_store, print_cells
+from runners.commands.grid_table import add_spec_and_store, at_least_one, check_store, print_cells
 from runners.determinism import MODES as DETERMINISM_MODES
 from runners.determinism import pinned_mode
 from runners.errors import UserError
@@ -159,23 +159,8 @@ def register(subparsers: Any) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def _at_least_one(flag: str, what: str) -> Any:
-    """An argparse type: a whole number >= 1 for `flag` (one-line errors naming it)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be at least 1, got {value}")
-        return value
-
-    return parse
-
-
-_workers = _at_least_one("--workers", "a number of workers")
-_stack = _at_least_one("--stack", "a stack size")
+_workers = at_least_one("--workers", "a number of workers")
+_stack = at_least_one("--stack", "a stack size")
 
 
 def spec_stack(cells: list[Cell]) -> int | None:

@@ -93,19 +93,30 @@ def read_results(store: Path) -> dict[str, dict]:
     return out
 
 
-def train_case(name: str, work: Path) -> dict[str, dict]:
-    """Train one case into a fresh store under `work`; its runs' results by run id."""
+def train_cases(
+    name: str,
+    work: Path,
+    tiny: list[str],
+    single: dict[str, list[str]],
+    spec: str,
+    stack: list[str],
+) -> dict[str, dict]:
+    """Train case `name` into a fresh store under `work`: `single[name]` through `train` with
+    the `tiny` flags, else `spec` through `run` with `stack` flags; its runs' results by run id."""
     store = work / name
     repo = HERE.parents[1]
-    if name in SINGLE:
-        run_cli(["train", *TINY, *SINGLE[name], "--store", str(store), "--quiet"], repo)
+    if name in single:
+        run_cli(["train", *tiny, *single[name], "--store", str(store), "--quiet"], repo)
     else:
-        spec = work / "golden-stack.yaml"
-        spec.write_text(SPEC)
-        run_cli(
-            ["run", str(spec), "--store", str(store), "--wandb", "disabled", *STACKS[name]], repo
-        )
+        path = work / "golden-spec.yaml"
+        path.write_text(spec)
+        run_cli(["run", str(path), "--store", str(store), "--wandb", "disabled", *stack], repo)
     return read_results(store)
+
+
+def train_case(name: str, work: Path) -> dict[str, dict]:
+    """Train one case into a fresh store under `work`; its runs' results by run id."""
+    return train_cases(name, work, TINY, SINGLE, SPEC, STACKS.get(name, []))
 
 
 CASES = [*SINGLE, *STACKS]

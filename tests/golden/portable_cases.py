@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/, when this file runs as a script
-from golden.engine_cases import read_results, run_cli  # noqa: E402
+from golden.engine_cases import train_cases  # noqa: E402
 
 GOLDEN = HERE / "portable.json"
 TINY = [
@@ -42,16 +42,7 @@ CASES = [*SINGLE, "stack_looped"]
 
 def train_case(name: str, work: Path) -> dict[str, dict]:
     """Train one case into a fresh store under `work`; its runs' results by run id."""
-    store = work / name
-    repo = HERE.parents[1]
-    if name in SINGLE:
-        run_cli(["train", *TINY, *SINGLE[name], "--store", str(store), "--quiet"], repo)
-    else:
-        spec = work / "golden-portable-stack.yaml"
-        spec.write_text(SPEC)
-        args = ["run", str(spec), "--store", str(store), "--wandb", "disabled", "--stack", "2"]
-        run_cli([*args, "--stack-mode", "looped"], repo)
-    return read_results(store)
+    return train_cases(name, work, TINY, SINGLE, SPEC, ["--stack", "2", "--stack-mode", "looped"])
 
 
 def main() -> None:
