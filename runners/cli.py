@@ -14,12 +14,11 @@ from typing import NoReturn
 
 from runners.config import ConfigError
 from runners.errors import UserError
-from ste_variants import EstimatorSpecError
+from runners.openmp import prefer_passive_wait
 
-# Order is the order shown by `ste-ablate --help`.
+# Order is the order shown by `ste-ablate --help`. Building the parser imports every module:
+# modules that load torch are imported inside the command functions, so `--help` starts at once.
 COMMAND_MODULES = ("estimators", "train", "run", "status", "analyze", "bench")
-# Bad input: printed as one line, exit code 2.
-USER_ERRORS = (UserError, EstimatorSpecError, ConfigError)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -44,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Bad input (printed as one line, exit code 2): UserError, ConfigError, and
+    EstimatorSpecError once the estimators are loaded (before that none can have been raised;
+    importing them here would load torch for every command)."""
+    spec = sys.modules.get("ste_variants.spec")
+    return (UserError, ConfigError) + ((spec.EstimatorSpecError,) if spec else ())
+
+
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_wait()  # before any command imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -52,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
-        print(f"ste-ablate: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("ste-ablate: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        print(f"ste-ablate: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
