@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-mini": (6000, 1000)}
 PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
+KEEP_CHECKPOINT = ("final", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -56,6 +57,9 @@ class RunConfig:
     compile: bool = False  # torch.compile of the forward (GPU extra; eager fallback)
     cuda_graph: bool = False  # CUDA-graph capture of the whole step (GPU extra; eager fallback)
     num_threads: int | None = None  # torch CPU threads (None = leave torch's default)
+    # "final": a completed run keeps its weights (checkpoint.pt); "none" deletes them once the
+    # run is completed (28 MB a run), so it cannot be evaluated again from its weights.
+    keep_checkpoint: str = "final"
 
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = (
         "estimator",
@@ -260,6 +264,7 @@ def _check_values(
     check_bool("compile")
     check_bool("cuda_graph")
     check_int("num_threads", 1, optional=True)
+    check_choice("keep_checkpoint", KEEP_CHECKPOINT)
 
     device = values["device"]
     if not isinstance(device, str) or not _DEVICE_RE.match(device):

@@ -23,12 +23,11 @@ def test_fields_match_the_architecture_contract():
     assert RunConfig.field_names() == (
         "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size",
         "lr", "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
-        "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
+        "device", "data_root", "stack", "compile", "cuda_graph", "num_threads", "keep_checkpoint",
     )  # fmt: skip
     assert set(RunConfig().identity()) == set(RunConfig.IDENTITY_FIELDS)
-    assert not {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"} & set(
-        RunConfig.IDENTITY_FIELDS
-    )
+    execution = {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"}
+    assert not (execution | {"keep_checkpoint"}) & set(RunConfig.IDENTITY_FIELDS)
 
 
 def test_config_is_frozen_and_revalidated_on_replace():
@@ -52,6 +51,7 @@ def test_run_id_format_and_canonical_estimator():
 def test_run_id_depends_on_identity_fields_only():
     base = RunConfig()
     assert base.replace(device="cpu", num_threads=2, stack=3, data_root="/x").run_id == base.run_id
+    assert base.replace(keep_checkpoint="none").run_id == base.run_id
     ids = {base.replace(**{k: v}).run_id for k, v in [
         ("seed", 1), ("lr", 2e-3), ("epochs", 2), ("pre_threshold_relu", False),
         ("train_subset", 100), ("precision", "bf16"), ("probe", "knn"), ("code_channels", 64),

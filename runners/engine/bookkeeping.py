@@ -232,6 +232,12 @@ class Run:
         epochs = state.epoch if state is not None else 0
         train_time = state.train_time if state is not None else 0.0
         last = records[-1] if records and status != "diverged" else {}
+        # keep_checkpoint "none": the completed run's weights go once its summary no longer
+        # lists them (a kill in between leaves an unlisted checkpoint, never a corrupt cell).
+        drop_weights = status == "completed" and self.config.keep_checkpoint == "none"
+        files = st.file_hashes(self.folder)
+        if drop_weights:
+            files.pop(st.CHECKPOINT, None)
         summary = {
             "run_id": self.config.run_id,
             "status": status,
@@ -246,9 +252,11 @@ class Run:
             ),
             "images_per_s": epochs * self.epoch_images / train_time if train_time > 0 else None,
             "error": error,
-            "files": st.file_hashes(self.folder),
+            "files": files,
         }
         atomic_write_json(self.folder / st.SUMMARY, summary)
+        if drop_weights:
+            (self.folder / st.CHECKPOINT).unlink(missing_ok=True)
         self.tracker.finish(summary)
         self.progress.close(summary)
         return summary
