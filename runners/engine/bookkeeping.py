@@ -28,6 +28,7 @@ from runners.training.evaluate import (
     FIGURE_IMAGES,
     encode_all,
     evaluate,
+    figure_digits,
     reconstruct,
     save_reconstruction_png,
 )
@@ -214,10 +215,12 @@ class Run:
         """The reconstruction figure of a completed run, also sent to the tracker."""
         model = self.state.model
         model.eval()
-        count = min(FIGURE_IMAGES, len(self.data.test))
-        originals, recons = reconstruct(model, self.data.test.images[:count], self.config.precision)
+        chosen = figure_digits(self.data.test.labels, FIGURE_IMAGES)
+        images = self.data.test.images[torch.tensor(chosen, device=self.data.test.images.device)]
+        originals, recons = reconstruct(model, images, self.config.precision)
+        labels = [int(self.data.test.labels[i]) for i in chosen]
         path = self.folder / st.FIGURE
-        save_reconstruction_png(path, originals, recons)
+        save_reconstruction_png(path, originals, recons, labels)
         self.tracker.log_image("reconstruction", str(path))
 
     def finish(self, status: str, error: str | None) -> dict[str, Any]:
