@@ -21,7 +21,7 @@ venv: $(STAMP)
 
 ## demo: train the quick start grid on the bundled mnist-mini (offline W&B), analyse it, print the report path
 demo: $(STAMP)
-	WANDB_MODE=offline $(VENV)/bin/ste-ablate run ablations/quickstart.yaml --store $(STORE) --wandb offline
+	WANDB_MODE=offline $(VENV)/bin/ste-ablate run ablations/quickstart.yaml --store $(STORE) --wandb offline --workers 2
 	$(VENV)/bin/ste-ablate analyze ablations/quickstart.yaml --store $(STORE) --out reports/quickstart
 
 ## test: the whole CPU suite (what CI runs first)
