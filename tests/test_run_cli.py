@@ -283,3 +283,17 @@ def test_without_a_terminal_each_finished_cell_prints_its_position_and_an_eta(tm
     lines = [line for line in err.splitlines() if line.startswith("cell ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"], err
     assert "completed" in lines[0] and "ETA" in lines[0] and lines[1].endswith("ETA 0s")
+
+
+def test_num_threads_flag_sets_the_runs_thread_count_not_its_id(tmp_path) -> None:
+    spec = write_spec(tmp_path, "  estimator: [identity]\n  seed: [0]\n")  # the spec says 1
+    store = tmp_path / "store"
+    proc = ste("run", str(spec), "--store", str(store), "--num-threads", "2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    (cell,) = load_spec(spec).cells
+    written = read_json(run_store.run_dir(store, cell.run_id) / "config.json")
+    assert written["config"]["num_threads"] == 2 and written["runtime"]["torch_threads"] == 2
+    bad = ste("run", str(spec), "--store", str(store), "--num-threads", "0")
+    _, err = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and "--num-threads must be at least 1" in err
