@@ -13,14 +13,15 @@ all: test
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "installing ste-ablations and its dependencies (torch is large: a few minutes the first time)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 ## demo: train the quick start grid on the bundled mnist-mini (offline W&B), analyse it, print the report path
 demo: $(STAMP)
-	WANDB_MODE=offline $(VENV)/bin/ste-ablate run ablations/quickstart.yaml --store $(STORE) --wandb offline
+	WANDB_MODE=offline $(VENV)/bin/ste-ablate run ablations/quickstart.yaml --store $(STORE) --wandb offline --workers 2
 	$(VENV)/bin/ste-ablate analyze ablations/quickstart.yaml --store $(STORE) --out reports/quickstart
 
 ## test: the whole CPU suite (what CI runs first)

@@ -17,10 +17,12 @@ import pandas as pd
 
 from analysis.sources.table import STATUSES, StoreError, StudyData
 from analysis.stats import planning
+from analysis.stats.metrics import TIMING_METRICS
 from analysis.stats.metrics import direction as metric_direction
 from analysis.stats.omnibus import omnibus
 from analysis.stats.pairwise import pairwise as pairwise_comparisons
 from analysis.stats.summary import N_RESAMPLES, summarize
+from analysis.stats.ties import find_ties
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,9 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
     summary["best"] = _best(summary, lower)
     warnings = _partial_warnings(cells)
     omni["planning"] = _plan(pairwise, config, warnings)
+    # Ties compare whole runs (every metric, every epoch), not only the analysed value.
+    completed = table[(table["status"] == "completed") & table["condition"].isin(order)]
+    omni["ties"] = find_ties(completed, order, exclude=TIMING_METRICS)
     return StudyResult(
         config=config,
         direction=direction,

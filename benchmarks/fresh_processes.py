@@ -39,7 +39,7 @@ if kind == "article":
     module, where = article_module()
     loop = module.ArticleLoop(device, root)
 else:
-    from runners.bench.loops import OursLoop
+    from runners.bench.ours import OursLoop
     from runners.config import RunConfig
     from runners.training.data import prepare_data
     from runners.training.session import resolve_device

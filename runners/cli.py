@@ -15,8 +15,10 @@ from typing import NoReturn
 from runners import determinism
 from runners.config import ConfigError
 from runners.errors import UserError
+from runners.openmp import prefer_passive_wait
 
-# Order is the order shown by `ste-ablate --help`.
+# Order is the order shown by `ste-ablate --help`. Building the parser imports every module:
+# modules that load torch are imported inside the command functions, so `--help` starts at once.
 COMMAND_MODULES = (
     "estimators",
     "train",
@@ -51,7 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Bad input (printed as one line, exit code 2): UserError, ConfigError, and
+    EstimatorSpecError once the estimators are loaded (before that none can have been raised;
+    importing them here would load torch for every command)."""
+    spec = sys.modules.get("ste_variants.spec")
+    return (UserError, ConfigError) + ((spec.EstimatorSpecError,) if spec else ())
+
+
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_wait()  # before any command imports torch
     argv = sys.argv[1:] if argv is None else list(argv)
     mode = determinism.mode_for_command(argv)
     if mode in determinism.MODES:
@@ -62,20 +73,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ste_variants import EstimatorSpecError  # after the pin: the registry loads torch
-
-    user_errors = (UserError, EstimatorSpecError, ConfigError)  # one line, exit code 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except user_errors as exc:
-        print(f"ste-ablate: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("ste-ablate: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        print(f"ste-ablate: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

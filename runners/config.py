@@ -27,6 +27,7 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-min
 PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
 DIAGNOSTICS = ("epoch", "off")
+KEEP_CHECKPOINT = ("final", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Upper bounds: a value past them is a typo, not an experiment (and an unbounded seed makes a
 # run id longer than a file name). The memory estimate bounds the model's width with its batch.
@@ -78,6 +79,9 @@ class RunConfig:
     # never change training. diagnostics_probe: test images in the probe batch (cost ~ P).
     diagnostics: str = "epoch"
     diagnostics_probe: int = 16
+    # "final": a completed run keeps its weights (checkpoint.pt); "none" deletes them once the
+    # run is completed (28 MB a run), so it cannot be evaluated again from its weights.
+    keep_checkpoint: str = "final"
 
     # The run id's fields are part of the store's format (they name its folders).
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = IDENTITY_FIELDS
@@ -286,6 +290,7 @@ def _check_values(
     check_int("num_threads", 1, MAX_THREADS_OR_STACK, optional=True)
     check_choice("diagnostics", DIAGNOSTICS)
     check_int("diagnostics_probe", 1, 10_000)
+    check_choice("keep_checkpoint", KEEP_CHECKPOINT)
 
     device = values["device"]
     if not isinstance(device, str) or not _DEVICE_RE.match(device):

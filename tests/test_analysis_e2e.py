@@ -18,7 +18,7 @@ description: The smallest real grid the analysis can compare (tests only).
 base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, code_channels: 32,
        device: cpu, num_threads: 1}
 grid:
-  estimator: [identity, "sigmoid(beta=4)"]
+  estimator: [identity, hardtanh, "sigmoid(beta=4)"]
   seed: [0, 1]
 """
 
@@ -41,7 +41,7 @@ def test_run_then_analyze_a_real_store(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(out / "report.html")
 
     summary = pd.read_csv(out / "summary.csv").set_index("condition")
-    assert list(summary.index) == ["identity", "sigmoid(beta=4)"]
+    assert list(summary.index) == ["identity", "hardtanh", "sigmoid(beta=4)"]
     assert (summary["n"] == 2).all() and (summary["n_completed"] == 2).all()
     # The statistics use exactly the runner's final numbers (summary.json of each run).
     finals: dict[str, list[float]] = {}
@@ -55,3 +55,9 @@ def test_run_then_analyze_a_real_store(tmp_path, capsys, monkeypatch):
     assert (out / "figures" / "bit_rates.png").is_file()  # from metrics.jsonl's bit_rates
     page = (out / "report.html").read_text()
     assert "e2e-tiny" in page and "not drawn" not in page
+    # identity and hardtanh train bit-identically here (the clamp never acts): a tie, reported
+    # in omnibus.json and in the report's first paragraph.
+    ties = json.loads((out / "omnibus.json").read_text())["ties"]
+    assert ties["groups"] == [{"conditions": ["identity", "hardtanh"], "kind": "identical"}]
+    first = page.split('<p class="findings">', 1)[1].split("</p>", 1)[0]
+    assert "Tied conditions: identity ≡ hardtanh" in first

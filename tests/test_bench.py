@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from runners.bench.loaded import measure_loaded
 from runners.bench.loops import article_module, bench_data, run_bench
 from runners.bench.measure import conv_macs, flops_per_image
+from runners.bench.ours import OursLoop
 from runners.bench.report import format_report
 from runners.cli import main
-from runners.training.data import normalize
+from runners.config import RunConfig
+from runners.training.data import normalize, prepare_data
 from runners.training.model import ARTICLE_PARAMETERS, BinaryAutoencoder
 
 
@@ -71,6 +75,9 @@ def test_bench_prints_json_with_every_loop(capsys):
         < ours["share_of_ceiling"]
         == pytest.approx(ours["images_per_s"] / result["ceiling_images_per_s"])
     )
+    loaded = result["loaded"]
+    assert loaded["competitor_threads"] == 1 and len(loaded["rounds"]) == 2
+    assert loaded["kept"] == pytest.approx(loaded["images_per_s"] / loaded["quiet_images_per_s"])
     row = result["loops"]["ours, malloc tuned"]
     assert row["vs_article"] == pytest.approx(row["images_per_s"] / article["images_per_s"])
     diag = result["diagnostics"]
@@ -79,12 +86,13 @@ def test_bench_prints_json_with_every_loop(capsys):
     text = format_report(result)
     assert "vs article" in text and "ours, plain layers" in text and "load average" in text
     assert "diagnostics: " in text and "of training" in text
+    assert "ours, loaded" in text and "of " in text and "quiet" in text
 
 
 def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path):
     result = run_bench(
         device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
-        article_path=str(tmp_path / "article_loop.py"), log=lambda text: None,
+        article_path=str(tmp_path / "article_loop.py"), log=lambda text: None, loaded=False,
     )  # fmt: skip
     assert result["article_loop"].startswith("unavailable")
     assert "article" not in result["loops"] and result["loops"]["ours"]["vs_article"] is None
@@ -95,7 +103,7 @@ def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path)
 def test_grid_mode_trains_for_real_or_extrapolates(tmp_path):
     common = dict(
         device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
-        grid=(2, 1), stack=2, subsets=(128, 64), log=lambda text: None,
+        grid=(2, 1), stack=2, subsets=(128, 64), log=lambda text: None, loaded=False,
     )  # fmt: skip
     real = run_bench(budget_s=1e9, **common)["grid"]
     assert real["ours_how"].startswith("measured") and real["stack"] == 2
@@ -164,3 +172,31 @@ def _benchmark_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_loaded_row_trains_beside_a_competitor_and_stops_it(monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    device = torch.device("cpu")
+    data = prepare_data("mnist-mini", None, None, device, None)
+    loop = OursLoop(RunConfig(dataset="mnist-mini", device="cpu"), data, device)
+    children = set(child_pids())
+    row = measure_loaded(loop, steps=1, rounds=2, threads=1)
+    assert loop.images == 4 * 64  # two quiet rounds, two loaded ones
+    assert row["kept"] == pytest.approx(row["images_per_s"] / row["quiet_images_per_s"])
+    assert row["wait_policy"] == "PASSIVE" and row["competitor_threads"] == 1
+    assert set(child_pids()) == children  # the competitor was stopped
+
+
+def child_pids() -> list[int]:
+    """Ids of this process's live children (from /proc)."""
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found

@@ -24,13 +24,13 @@ def test_fields_match_the_architecture_contract():
     assert RunConfig.field_names() == (
         "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size",
         "lr", "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
-        "determinism", "device", "data_root", "stack", "compile", "cuda_graph", "num_threads", "diagnostics",
-        "diagnostics_probe",
+        "determinism", "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
+        "diagnostics", "diagnostics_probe", "keep_checkpoint",
     )  # fmt: skip
     assert set(RunConfig(determinism="machine").identity()) == set(RunConfig.IDENTITY_FIELDS)
     assert set(RunConfig().identity()) == {*RunConfig.IDENTITY_FIELDS, "determinism"}
     execution = {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"}
-    execution |= {"diagnostics", "diagnostics_probe"}
+    execution |= {"diagnostics", "diagnostics_probe", "keep_checkpoint"}
     assert not execution & set(RunConfig.IDENTITY_FIELDS)
 
 
@@ -63,6 +63,7 @@ def test_run_id_format_and_canonical_estimator():
 def test_run_id_depends_on_identity_fields_only():
     base = RunConfig()
     assert base.replace(device="cpu", num_threads=2, stack=3, data_root="/x").run_id == base.run_id
+    assert base.replace(keep_checkpoint="none").run_id == base.run_id
     ids = {base.replace(**{k: v}).run_id for k, v in [
         ("seed", 1), ("lr", 2e-3), ("epochs", 2), ("pre_threshold_relu", False),
         ("train_subset", 100), ("precision", "bf16"), ("probe", "knn"), ("code_channels", 64),

@@ -43,8 +43,8 @@ def test_style_order_and_colours_are_stable():
     assert sty.sort(["c", "zz", "a", "b"]) == ["b", "a", "c", "zz"]
     other = style.Style(["b", "a", "c"])
     assert other.color("unknown") == sty.color("unknown")  # hash-based fallback is stable
-    # Okabe–Ito first: the colour-blind-safe set
-    assert style.PALETTE[:3] == ("#0072B2", "#E69F00", "#009E73")
+    # Okabe–Ito first (the colours of it that are readable on white)
+    assert style.PALETTE[:3] == ("#0072B2", "#D55E00", "#009E73")
     with pytest.raises(ValueError):
         style.figsize("poster")
 
@@ -133,10 +133,50 @@ def test_save_writes_each_format(tmp_path):
 def test_surrogates_from_the_registry():
     pytest.importorskip("ste_variants")
     fig = plots_runs.surrogates({"identity": "identity", "sigmoid(beta=4)": "sigmoid(beta=4)"})
-    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    # Small multiples: one panel per estimator, the others in grey behind it.
+    assert [ax.get_title() for ax in fig.axes] == ["identity", "sigmoid(beta=4)"]
+    lines = {line.get_label(): line for line in fig.axes[1].get_lines()}
+    assert lines["sigmoid(beta=4)"].get_color() == style.PALETTE[1]
     sig = lines["sigmoid(beta=4)"]
     x, y = sig.get_xdata(), sig.get_ydata()
     assert y[np.argmin(np.abs(x))] == pytest.approx(1.0, abs=1e-6)  # β σ'(0) = β/4 = 1
     assert np.trapezoid(y, x) == pytest.approx(1.0, abs=1e-3)  # area 1 (0/1 step)
     bogus = plots_runs.surrogates({"nope": "no_such_estimator"})
-    assert "n/a" in bogus.axes[0].get_legend().get_texts()[0].get_text()
+    assert "n/a" in bogus.axes[0].get_title()
+
+
+def test_more_than_six_curves_become_small_multiples_and_ties_are_dashed():
+    conds = [f"est{i}" for i in range(8)]
+    curves = pd.DataFrame(
+        [
+            {"condition": c, "seed": s, "epoch": e, "value": 1.0 / e + (i // 2) * 0.1 + s * 0.01}
+            for i, c in enumerate(conds)
+            for s in range(2)
+            for e in (1, 2, 3)
+        ]
+    )
+    fig = plots.learning_curves(curves, metric="test_mse", n_resamples=50,
+                                ties=[["est0", "est1"]])  # fmt: skip
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 8 and panels[1].get_title() == "est1 (≡ est0)"
+    few = curves[curves["condition"].isin(conds[:3])]
+    fig = plots.learning_curves(few, metric="test_mse", n_resamples=50, ties=[["est0", "est1"]])
+    (ax,) = fig.axes
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles == {"est0": "-", "est1 (≡ est0)": "--", "est2": "-"}
+
+
+def _contrast_on_white(color: str) -> float:
+    """WCAG contrast ratio of an sRGB hex colour against white."""
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def test_the_palette_has_24_colours_readable_on_white_and_apart():
+    assert len(set(style.PALETTE)) == len(style.PALETTE) == 24
+    assert min(_contrast_on_white(c) for c in style.PALETTE) >= 3.0
+    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in style.PALETTE], float)
+    gaps = np.linalg.norm(rgb[:, None] - rgb[None], axis=2) + np.eye(24) * 1e9
+    assert gaps.min() > 25  # no two colours nearly the same (sRGB distance)

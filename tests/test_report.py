@@ -88,6 +88,11 @@ def test_analyze_writes_every_output(analyzed, capsys):
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= 6 and "<script" not in page
     assert "Holm" in page and "Wilcoxon signed-rank" in page and "999 resamples" in page
+    assert omnibus["ties"]["pairs"] == [] and omnibus["ties"]["rtol"] == 1e-6
+    first = page.split('<p class="findings">', 1)[1].split("</p>", 1)[0]
+    assert "3 of 3 pairs differ significantly" in first and "identity better than hardtanh" in first
+    assert "No two conditions are tied" in first
+    assert "p_adj" not in page.split("<h2>Cells</h2>")[0]  # words, not column names, above
 
 
 def test_analyze_is_byte_identical_on_rerun(analyzed, tmp_path, capsys):
@@ -220,8 +225,14 @@ window.addEventListener('error', function (e) {
 window.addEventListener('load', function () {
   var imgs = Array.prototype.map.call(document.images, function (i) {
     return i.complete ? i.naturalWidth : -1; });
+  var shown = {};
+  Array.prototype.forEach.call(document.querySelectorAll('figure'), function (f) {
+    shown[f.id] = f.querySelector('img').clientWidth; });
+  var tables = Array.prototype.map.call(document.querySelectorAll('table'), function (t) {
+    return [t.scrollWidth, t.parentElement.clientWidth]; });
   var div = document.createElement('div'); div.id = 'probe';
-  div.textContent = JSON.stringify({imgs: imgs, errors: window.__errors});
+  div.textContent = JSON.stringify({imgs: imgs, errors: window.__errors, shown: shown,
+    tables: tables, page: document.documentElement.scrollWidth, viewport: window.innerWidth});
   document.body.appendChild(div);
 });
 </script>"""
@@ -240,7 +251,8 @@ def test_report_opens_in_headless_chromium(analyzed, tmp_path):
         str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-        "--v=0", "--virtual-time-budget=10000", "--dump-dom", probed.as_uri(),
+        "--v=0", "--virtual-time-budget=10000", "--window-size=1280,900", "--hide-scrollbars",
+        "--dump-dom", probed.as_uri(),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -251,4 +263,10 @@ def test_report_opens_in_headless_chromium(analyzed, tmp_path):
     assert expected >= 6 and len(probe["imgs"]) == expected
     assert all(width > 0 for width in probe["imgs"]), probe  # every figure decoded
     assert probe["errors"] == []
+    # At 1280 px nothing scrolls sideways: no table is wider than its column, nor the page.
+    assert probe["viewport"] == 1280 and probe["page"] <= 1280, probe
+    assert len(probe["tables"]) >= 3
+    assert all(width <= room for width, room in probe["tables"]), probe["tables"]
+    # The reconstructions are shown large enough to read (two panels a row over the page).
+    assert probe["shown"]["fig-reconstructions"] >= 700, probe["shown"]
     assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []

@@ -99,6 +99,8 @@ def test_run_then_rerun_trains_nothing_and_status_shows_the_table(tmp_path, caps
         mse = read_json(summaries[cell.run_id])["test_mse"]
         assert "completed" in line and f"{mse:.5f}" in line
     assert "2 completed" in out
+    header = next(line for line in out.splitlines() if line.startswith("run_id"))
+    assert header.split() == ["run_id", "estimator", "seed", "state", "epochs", "test_mse"]
 
 
 def test_diverged_cell_is_final_and_makes_the_exit_code_1(tmp_path, capsys) -> None:
@@ -224,3 +226,74 @@ def test_grouped_stacks_run_through_the_cli_on_the_cpu(tmp_path, capsys) -> None
         sa, sb = (read_json(d / "summary.json") for d in (a, b))
         assert sa["status"] == sb["status"] == "completed"
         assert sb["test_mse"] == pytest.approx(sa["test_mse"], rel=0.2)
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["device", "store", "data"],
+)
+def test_dry_run_fails_where_the_run_would_and_the_same_way(tmp_path, capsys, problem) -> None:
+    """--dry-run checks the device, the data and the store as the run does first: exit 2, the
+    same one-line error, nothing written."""
+    spec = write_spec(tmp_path, "  estimator: [identity]\n  seed: [0]\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    store, extra = tmp_path / "store", []
+    if problem == "device":
+        if __import__("torch").cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        extra = ["--device", "cuda"]
+    elif problem == "store":
+        store = blocker / "store"
+    else:
+        spec = write_spec(
+            tmp_path, "  estimator: [identity]\n  seed: [0]\n", base=TINY_BASE.replace("-mini", "")
+        )
+        extra = ["--data-root", str(blocker / "data")]
+    errors = []
+    for dry in (["--dry-run"], []):
+        args = ["run", str(spec), "--store", str(store), "--wandb", "disabled", *extra, *dry]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ste-ablate: error:"), err
+        errors.append(err[0])
+    assert not (tmp_path / "store").exists()
+    word = {"device": "CUDA", "store": "cannot write the run store", "data": "MNIST is not in"}
+    assert all(word[problem] in e for e in errors), errors
+    if problem != "data":  # the run names why the download failed; --dry-run does not download
+        assert errors[0] == errors[1]
+
+
+def test_dry_run_warns_that_missing_mnist_will_be_downloaded(tmp_path, capsys) -> None:
+    spec = write_spec(
+        tmp_path, "  estimator: [identity]\n  seed: [0]\n", base=TINY_BASE.replace("-mini", "")
+    )
+    root = tmp_path / "data"
+    args = ["run", str(spec), "--store", str(tmp_path / "s"), "--data-root", str(root)]
+    assert main([*args, "--dry-run"]) == 0
+    assert "will try to download it" in capsys.readouterr().err
+    assert not root.exists() and not (tmp_path / "s").exists()
+
+
+def test_without_a_terminal_each_finished_cell_prints_its_position_and_an_eta(tmp_path) -> None:
+    spec = write_spec(tmp_path, "  estimator: [identity, hardtanh]\n  seed: [0]\n")
+    proc = ste("run", str(spec), "--store", str(tmp_path / "store"))  # stderr is a pipe
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("cell ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"], err
+    assert "completed" in lines[0] and "ETA" in lines[0] and lines[1].endswith("ETA 0s")
+
+
+def test_num_threads_flag_sets_the_runs_thread_count_not_its_id(tmp_path) -> None:
+    spec = write_spec(tmp_path, "  estimator: [identity]\n  seed: [0]\n")  # the spec says 1
+    store = tmp_path / "store"
+    proc = ste("run", str(spec), "--store", str(store), "--num-threads", "2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    (cell,) = load_spec(spec).cells
+    written = read_json(run_store.run_dir(store, cell.run_id) / "config.json")
+    assert written["config"]["num_threads"] == 2 and written["runtime"]["torch_threads"] == 2
+    bad = ste("run", str(spec), "--store", str(store), "--num-threads", "0")
+    _, err = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and "--num-threads must be at least 1" in err

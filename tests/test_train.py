@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from runners.config import ConfigError
 from runners.engine.train import exit_code, train_run
 from runners.errors import UserError
 from runners.executors.cells import CellTask, execute_cell, set_worker_resources
@@ -353,3 +354,17 @@ def test_nothing_is_written_for_a_bad_device(tiny_config, tmp_path):
     with pytest.raises(UserError), warnings.catch_warnings():
         train_run(tiny_config(device="cuda"), tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()
+
+
+def test_keep_checkpoint_none_drops_the_weights_of_a_completed_run_only(tiny_config, tmp_path):
+    config = tiny_config(keep_checkpoint="none")
+    assert config.run_id == tiny_config().run_id
+    summary = train_run(config, tmp_path, progress=False, raise_errors=True)
+    folder = st.run_dir(tmp_path, config.run_id)
+    assert summary["status"] == "completed" and "checkpoint.pt" not in summary["files"]
+    assert not (folder / "checkpoint.pt").exists()
+    assert st.cell_info(folder).state == "completed"  # final: never retrained
+    again = train_run(config, tmp_path, progress=False, raise_errors=True)
+    assert again == summary and not (folder / "checkpoint.pt").exists()
+    with pytest.raises(ConfigError, match="keep_checkpoint"):
+        tiny_config(keep_checkpoint="best")

@@ -48,10 +48,16 @@ class FigureUnavailable(Exception):
     """A figure cannot be drawn from this data (the message says why)."""
 
 
+def tie_groups(result: StudyResult) -> list[list[str]]:
+    """The study's groups of tied conditions (`analysis.stats.ties`), for the figures."""
+    return [group["conditions"] for group in (result.omnibus.get("ties") or {}).get("groups", [])]
+
+
 def _learning_curves(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
     if result.curves.empty:
         raise FigureUnavailable("no epoch values of the metric in completed runs")
     opts.setdefault("seed", result.config.seed)
+    opts.setdefault("ties", tie_groups(result))
     return plots.learning_curves(result.curves, metric=result.config.metric, sty=sty, **opts)
 
 
@@ -102,6 +108,7 @@ def _bit_rates(result: StudyResult, data: StudyData, sty: style.Style, **opts: A
     last = bits.groupby("run_id")["epoch"].transform("max")
     bits = bits[bits["epoch"] == last]
     bits["condition"] = bits["run_id"].map(usable)
+    opts.setdefault("ties", tie_groups(result))
     return plots_runs.bit_rates(bits, sty=sty, **opts)
 
 

@@ -50,10 +50,15 @@ def learning_curves(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     logy: bool = False,
+    ties: Sequence[Sequence[str]] = (),
     size: str | tuple[float, float] = "auto",
     title: str | None = None,
 ) -> Figure:
     """Mean over seeds per condition, with a bootstrap CI band of the mean (no band below n=2).
+
+    Up to `style.MAX_CURVES_PER_AXES` conditions share one axes; more (with `ax` None) become
+    small multiples, one panel per condition over the others' means in grey. A condition tied
+    to an earlier one (`ties`) is drawn dashed and labelled "b (≡ a)", so that neither hides.
 
     Args:
         curves: columns condition, seed, `x` (epoch or step), value.
@@ -65,49 +70,91 @@ def learning_curves(
         confidence: band level.
         n_resamples: bootstrap resamples per point.
         logy: log-scaled y axis.
+        ties: groups of tied conditions (`analysis.stats.ties`), in display order.
         size: paper size when a new figure is made ("auto": sized for the conditions).
-        title: optional axes title.
+        title: optional title.
     """
     sty = _style(curves["condition"], sty)
-    if size == "auto":
-        size = style.auto_size("lines", list(curves["condition"].unique()))
+    conds = sty.sort(curves["condition"].unique())
+    lines = {c: _mean_band(curves[curves["condition"] == c], c, x, seed, confidence, n_resamples)
+             for c in conds}  # fmt: skip
+    names = tie_names(conds, ties)
     with style.rc():
-        fig, ax = _axes(ax, size)
-        for cond in sty.sort(curves["condition"].unique()):
-            part = curves[curves["condition"] == cond]
-            xs, means, lows, highs = [], [], [], []
-            for xv, group in part.groupby(x, sort=True):
-                vals = group["value"].to_numpy(float)
-                vals = vals[np.isfinite(vals)]
-                if not vals.size:
-                    continue
-                low, high, _ = bootstrap_ci(
-                    [vals],
-                    mean_stat,
-                    rng=rng_for(seed, f"{cond}\x00{xv}"),
-                    confidence=confidence,
-                    n_resamples=n_resamples,
-                    method="percentile",
+        if ax is None and len(conds) > style.MAX_CURVES_PER_AXES:
+            fig, panels = style.small_multiples(conds)
+            for cond, panel in zip(conds, panels, strict=True):
+                for other in conds:
+                    if other != cond:
+                        panel.plot(*lines[other][:2], color=style.CONTEXT_GREY, linewidth=0.7)
+                _draw_curve(panel, lines[cond], sty.color(cond), names[cond], "-", "o")
+                panel.set_title(names[cond], fontsize=7)
+            axes = panels
+            fig.supxlabel(x, fontsize=8)
+            fig.supylabel(metric_label(metric), fontsize=8)
+        else:
+            if size == "auto":
+                size = style.auto_size("lines", conds)
+            fig, ax = _axes(ax, size)
+            for cond in conds:
+                follower = names[cond] != cond
+                marker = (
+                    _MARKERS[sty.order.index(cond) % len(_MARKERS)] if cond in sty.order else "o"
                 )
-                xs.append(xv)
-                means.append(vals.mean())
-                lows.append(low)
-                highs.append(high)
-            color = sty.color(cond)
-            # Markers differ too: conditions with identical curves must stay distinguishable.
-            marker = _MARKERS[sty.order.index(cond) % len(_MARKERS)] if cond in sty.order else "o"
-            ax.plot(xs, means, color=color, label=cond, marker=marker, markersize=3)
-            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
-        ax.set_xlabel(x)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric_label(metric))
-        if logy:
-            ax.set_yscale("log")
+                _draw_curve(ax, lines[cond], sty.color(cond), names[cond],
+                            "--" if follower else "-", marker)  # fmt: skip
+            ax.set_xlabel(x)
+            ax.set_ylabel(metric_label(metric))
+            style.legend(ax, len(conds))
+            axes = [ax]
+        for panel in axes:
+            panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+            panel.grid(True, alpha=0.3)
+            if logy:
+                panel.set_yscale("log")
         if title:
-            ax.set_title(title)
-        style.legend(ax, len(ax.get_lines()))
-        ax.grid(True, alpha=0.3)
+            fig.suptitle(title, fontsize=9)
     return fig
+
+
+def tie_names(conds: Sequence[str], ties: Sequence[Sequence[str]]) -> dict[str, str]:
+    """Each condition's legend name: "b (≡ a)" for a condition tied to an earlier one `a`."""
+    names = {c: c for c in conds}
+    for group in ties:
+        members = [c for c in group if c in names]
+        for cond in members[1:]:
+            names[cond] = f"{cond} (≡ {members[0]})"
+    return names
+
+
+def _mean_band(
+    part: pd.DataFrame, cond: str, x: str, seed: int, confidence: float, n_resamples: int
+) -> tuple[list, list, list, list]:
+    """(xs, means, CI lows, CI highs) of one condition's curve."""
+    xs, means, lows, highs = [], [], [], []
+    for xv, group in part.groupby(x, sort=True):
+        vals = group["value"].to_numpy(float)
+        vals = vals[np.isfinite(vals)]
+        if not vals.size:
+            continue
+        low, high, _ = bootstrap_ci(
+            [vals],
+            mean_stat,
+            rng=rng_for(seed, f"{cond}\x00{xv}"),
+            confidence=confidence,
+            n_resamples=n_resamples,
+            method="percentile",
+        )
+        xs.append(xv)
+        means.append(vals.mean())
+        lows.append(low)
+        highs.append(high)
+    return xs, means, lows, highs
+
+
+def _draw_curve(ax: Axes, line: tuple, color: str, label: str, dash: str, marker: str) -> None:
+    xs, means, lows, highs = line
+    ax.plot(xs, means, color=color, label=label, linestyle=dash, marker=marker, markersize=3)
+    ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
 
 
 def final_metric(
@@ -229,7 +276,7 @@ def pairwise_heatmap(
         ax.tick_params(axis="x", rotation=45)
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
-        default = "P(row better than column)" if not is_p else f"{value} (* < {alpha:g})"
+        default = f"adjusted p-value (* p < {alpha:g})" if is_p else "P(row better than column)"
         ax.set_title(title or default)
     return fig
 

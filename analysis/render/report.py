@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.render import style, tables
+from analysis.render import report_text, style, tables
 from analysis.render.figures import FigureUnavailable, make_figure
 from analysis.sources.snapshot import package_versions
 from analysis.sources.table import StudyData
@@ -50,7 +50,8 @@ th,td{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{border-bottom:2px solid #444}td:first-child,th:first-child{text-align:left}
 td.l,th.l{text-align:left}tr.best td{font-weight:600}
 .warn{background:#fff4e5;border-left:4px solid #e69f00;padding:.5em 1em;margin:.5em 0}
-figure{margin:1.2em 0}figure img{max-width:min(100%,760px);height:auto;border:1px solid #eee}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+td.l{overflow-wrap:anywhere}.findings{font-size:1.05em}
 .scroll{overflow-x:auto}
 figcaption{font-size:.88em;color:#444}code{background:#f4f4f4;padding:0 .2em}
 .muted{color:#666;font-size:.88em}
@@ -105,12 +106,13 @@ def write_analysis(
     out_dir = Path(out_dir)
     metric = result.config.metric
     captions = figure_captions(result)
+    titles = report_text.figure_titles(result)
     figures: list[tuple[str, str, bytes]] = []
     unavailable: list[tuple[str, str]] = []
     for kind in figure_kinds:
         name = f"{kind}_{metric}" if kind in ("learning_curves", "final_metric") else kind
         try:
-            fig = make_figure(kind, result, data)
+            fig = make_figure(kind, result, data, title=titles[kind])
         except FigureUnavailable as exc:
             if kind not in OPTIONAL_FIGURES:
                 unavailable.append((kind, str(exc)))
@@ -209,30 +211,31 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}: {esc(cfg.metric)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
+        '<p class="findings"><strong>Findings.</strong> '
+        + esc(" ".join(report_text.findings(result)))
+        + "</p>",
         f'<p class="muted">Metric <code>{esc(cfg.metric)}</code> '
         f"({'lower' if result.lower_is_better else 'higher'} is better). "
         f"Source: {esc(result_source(spec))}.</p>",
     ]
     for warning in result.warnings:
         parts.append(f'<p class="warn">{esc(warning)}</p>')
-    summary_cols = ["condition", "cells", "n", "mean", "ci_low", "ci_high", "std", "median", "iqm"]
-    summary_cols += ["avg_rank"] + [c for c in result.summary.columns if c.startswith("n_")]
-    parts += ["<h2>Summary</h2>", _html_table(result.summary, summary_cols, best="best")]
+    parts += ["<h2>Summary</h2>", report_text.summary_table(result)]
     parts.append(
         '<p class="muted">Files: <a href="summary.csv">summary.csv</a>, '
         '<a href="pairwise.csv">pairwise.csv</a>, <a href="cells.csv">cells.csv</a>, '
         '<a href="omnibus.json">omnibus.json</a>, <a href="table.tex">table.tex</a>.</p>'
     )
-    pw_cols = ["a", "b", "design", "n_pairs", "diff", "diff_ci_low", "diff_ci_high", "test", "p"]
-    pw_cols += ["p_adj", "t_test", "p_t", "p_t_adj", "effect", "g", "p_improve", "better"]
-    pw_cols += ["significant", "seeds_needed"]
-    parts += ["<h2>Pairwise comparisons</h2>", _html_table(result.pairwise, pw_cols)]
+    parts += ["<h2>Pairwise comparisons</h2>", report_text.pairwise_table(result)]
     parts += ["<h2>Omnibus</h2>", _omnibus_html(result)]
     parts.append("<h2>Figures</h2>")
     for name, caption, png in figures:
         data_uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        # Shown at 150 dpi (the PNGs are 200 dpi), at most the page's width.
+        width = int.from_bytes(png[16:20], "big") * 3 // 4
         parts.append(
-            f'<figure id="fig-{esc(name)}"><img src="{data_uri}" alt="{esc(name)}">'
+            f'<figure id="fig-{esc(name)}"><img src="{data_uri}" width="{width}" '
+            f'alt="{esc(name)}">'
             f"<figcaption>{esc(caption)} "
             f'<a href="figures/{esc(name)}.{link_format}">{link_format.upper()}</a>'
             "</figcaption></figure>"

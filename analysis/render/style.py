@@ -1,8 +1,11 @@
 """One figure style: colours and order per condition, paper sizes, fonts, deterministic files.
 
 Each condition keeps its colour and position in every figure of a study: the order is the spec's
-order and the colour its index in a colour-blind-safe palette (Okabe & Ito 2008, then Paul Tol's
-"muted" set). Files are byte-identical on rerun: no creation dates in PDFs, no timestamps in PNGs,
+order and the colour its index in a palette of 24 colours that all stay readable on white
+(contrast ratio at least 3:1, WCAG's level for graphics) and stay apart from each other (CIE76
+distance at least 19): Okabe & Ito's (2008) and Paul Tol's colours that pass, then colours picked
+to be as far as possible from those already chosen. More than `MAX_CURVES_PER_AXES` curves are
+drawn as small multiples (`small_multiples`), one panel per condition. Files are byte-identical on rerun: no creation dates in PDFs, no timestamps in PNGs,
 a fixed SVG hash salt, TrueType (Type 42) fonts embedded in PDFs, and the DejaVu fonts that ship
 with matplotlib so that no machine-specific font is picked.
 """
@@ -24,26 +27,16 @@ from matplotlib.figure import Figure
 
 from runners.store.format import atomic_write_bytes
 
-# Okabe–Ito without black (kept for text), then Paul Tol's muted palette for larger studies.
+# Okabe–Ito and Tol colours with contrast >= 3:1 on white, then a greedy max-min CIELAB pick of
+# dark, saturated hues (tests/test_plots.py checks contrast and separation).
 PALETTE: tuple[str, ...] = (
-    "#0072B2",
-    "#E69F00",
-    "#009E73",
-    "#D55E00",
-    "#CC79A7",
-    "#56B4E9",
-    "#F0E442",
-    "#332288",
-    "#88CCEE",
-    "#44AA99",
-    "#117733",
-    "#999933",
-    "#DDCC77",
-    "#CC6677",
-    "#882255",
-    "#AA4499",
-)
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#332288", "#117733", "#882255", "#AA4499",
+    "#CC6677", "#999933", "#877BF6", "#B40E25", "#106463", "#7C5001", "#E2347F", "#BF7E02",
+    "#1D98B2", "#409F2B", "#5A5D02", "#0357B2", "#904ABE", "#F35452", "#5E8801", "#CF1A50",
+)  # fmt: skip
 GREY = "#7F7F7F"
+CONTEXT_GREY = "#C8C8C8"  # the other conditions, behind the one a panel is about
+MAX_CURVES_PER_AXES = 6  # beyond this, curves go to small multiples
 
 # Widths in inches: a single column and a full page width of a two-column paper.
 SIZES: dict[str, tuple[float, float]] = {
@@ -142,6 +135,21 @@ def auto_size(kind: str, labels: Sequence[str]) -> tuple[float, float]:
     if kind == "lines":
         return SIZES["single"] if k <= 5 and longest <= 24 else SIZES["double"]
     raise ValueError(f"unknown figure kind {kind!r}")
+
+
+def small_multiples(
+    labels: Sequence[str], *, ncols: int = 4, panel: tuple[float, float] = (1.7, 1.35)
+) -> tuple[Figure, list[Axes]]:
+    """A figure with one panel per label (row by row, `ncols` wide, shared axes); call inside
+    `with rc():`. Unused cells of the last row are hidden."""
+    ncols = max(1, min(ncols, len(labels)))
+    nrows = math.ceil(len(labels) / ncols)
+    fig = new_figure((panel[0] * ncols, panel[1] * nrows + 0.3))
+    grid = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(labels) :]:
+        ax.set_visible(False)
+    return fig, axes[: len(labels)]
 
 
 def legend(ax: Axes, n_entries: int, **kwargs: Any) -> None:

@@ -33,6 +33,8 @@ DIAGNOSTIC_METRICS: tuple[str, ...] = (
 )
 # Scalars that only summary.json carries (attached to the run's last epoch).
 SUMMARY_METRICS: tuple[str, ...] = ("wall_time_s",)
+# How fast a run went, not what it learnt: left out when comparing results.
+TIMING_METRICS: tuple[str, ...] = ("epoch_time_s", "images_per_s", "wall_time_s")
 
 _LOWER = {
     "train_mse",

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from runners.bench.grid import run_grid
+from runners.bench.loaded import measure_loaded
 from runners.bench.measure import (
     device_name,
     flops_per_image,
@@ -38,21 +39,18 @@ from runners.bench.measure import (
     measure_ceiling,
     page_faults,
 )
+from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.training import kernels
 from runners.training.data import (
     MNIST_FILES,
-    batch_bounds,
-    epoch_permutation,
-    get_batch,
     load_arrays,
     normalize,
     prepare_data,
     resolve_data_root,
 )
 from runners.training.diagnostics import epoch_diagnostics, probe_indices
-from runners.training.recipe import EagerStep, build_model, build_optimizer, derive_seed
 from runners.training.session import resolve_device, torch_settings
 
 # --------------------------------------------------------------------------- data, article loop
@@ -100,50 +98,6 @@ def _write_idx(path: Path, array: Any, dims: int) -> None:
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-# --------------------------------------------------------------------------- our loop
-
-
-class OursLoop:
-    """Our hot loop as `train_run` runs it, a chunk of steps at a time (for alternation).
-
-    Args:
-        config: the run (dataset, device, precision...).
-        data: `runners.training.data.RunData` on the device.
-        plain: without the fast path of `runners.training.kernels` (plain nn layers, torch's default
-            Adam): the reference row that shows what the fast path adds.
-    """
-
-    def __init__(
-        self, config: RunConfig, data: Any, device: torch.device, plain: bool = False
-    ) -> None:
-        self.config, self.data, self.device = config, data, device
-        self.model = build_model(config, device, fast=not plain)
-        self.optimizer = build_optimizer(config, self.model, fast=not plain)
-        self.generator = torch.Generator().manual_seed(derive_seed(config.seed, "data"))
-        self.bounds = batch_bounds(len(data.train), config.batch_size)
-        self.position, self.order = len(self.bounds), None
-        self.images = 0
-
-    def steps(self, n: int) -> float:
-        """Train n steps; the wall time in seconds (ends with a device sync)."""
-        images = self.data.train.images
-        config, device = self.config, self.device
-        step = EagerStep(self.model, self.optimizer, device=device, precision=config.precision)
-        with torch_settings(config, device):
-            start = time.perf_counter()
-            for _ in range(n):
-                if self.position == len(self.bounds):
-                    order = epoch_permutation(len(self.data.train), self.generator)
-                    self.order, self.position = order.to(self.device), 0
-                begin, end = self.bounds[self.position]
-                self.position += 1
-                x = get_batch(images, self.order[begin:end])
-                loss, _ = step(x)
-                self.images += end - begin
-            loss.item()
-            return time.perf_counter() - start
-
-
 # --------------------------------------------------------------------------- the benchmark
 
 
@@ -160,6 +114,7 @@ def run_bench(
     grid: tuple[int, int] | None = None,
     stack: int | None = None,
     budget_s: float = 90.0,
+    loaded: bool = True,
     ceiling_s: float = 1.0,
     subsets: tuple[int | None, int | None] = (None, None),
     log: Any = None,
@@ -167,6 +122,8 @@ def run_bench(
     """Run the benchmark; returns a JSON-ready result (see `runners.bench.report`).
 
     `subsets` (train, test) shrinks the grid's cells (tests); the loops always see all images.
+    `loaded` (CPU only) adds the "loaded" row: ours beside a second training process with as
+    many threads (`runners.bench.loaded`).
     """
     if steps < 1 or rounds < 1 or warmup < 0:
         raise UserError("--steps and --rounds must be >= 1")
@@ -230,6 +187,10 @@ def run_bench(
             # Against our latest row (malloc tuned on the CPU), as train_run trains.
             ours = table.get("ours, malloc tuned") or table["ours"]
             result["diagnostics"] = diagnostics_cost(loops["ours"], ours["images_per_s"])
+        if loaded and resolved.type == "cpu":
+            threads = torch.get_num_threads()
+            log(f"ours quiet, then beside a second training process with {threads} threads")
+            result["loaded"] = measure_loaded(loops["ours"], steps, rounds, threads)
         if grid is not None:
             cells = config.replace(train_subset=subsets[0], test_subset=subsets[1])
             if subsets != (None, None):

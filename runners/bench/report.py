@@ -37,6 +37,13 @@ def format_report(result: dict[str, Any]) -> str:
         )
     if result.get("malloc_tuned_before"):
         lines.append("  (malloc was already tuned in this process: every row ran tuned)")
+    loaded = result.get("loaded")
+    if loaded:
+        lines.append(
+            f"{'ours, loaded':<24} {loaded['images_per_s']:>9.0f}   {loaded['kept']:.0%} of "
+            f"{loaded['quiet_images_per_s']:.0f} quiet, beside a second training process with "
+            f"{loaded['competitor_threads']} threads (OMP_WAIT_POLICY {loaded['wait_policy']})"
+        )
     diag = result.get("diagnostics")
     if diag:
         lines.append(

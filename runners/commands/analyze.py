@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.commands.grid_table import add_max_cells, check_store, thread_mix_warning
+from runners.commands.grid_table import (
+    add_max_cells,
+    at_least_one,
+    check_store,
+    thread_mix_warning,
+)
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import load_spec
@@ -103,7 +108,12 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     ana.add_argument("--alpha", type=_unit, default=0.05, help="significance level (0.05)")
     ana.add_argument("--confidence", type=_unit, default=0.95, help="CI level (0.95)")
-    ana.add_argument("--resamples", type=_positive, default=9999, help="bootstrap resamples")
+    ana.add_argument(
+        "--resamples",
+        type=at_least_one("--resamples", "a number of resamples"),
+        default=9999,
+        help="bootstrap resamples",
+    )
     ana.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     ana.add_argument("--power", type=_unit, default=0.8, help="seed planner's power (0.8)")
     ana.add_argument(
@@ -284,11 +294,4 @@ def _unit(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value

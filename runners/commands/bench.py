@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from runners.bench.loops import run_bench
 from runners.bench.report import format_report
 from runners.errors import UserError
+
+# The benchmark imports torch (about 2 s): `run` imports it, so that `--help` starts at once.
 
 _EPILOG = """\
 examples:
@@ -24,7 +25,10 @@ datasets.MNIST, ToTensor + Normalize, DataLoader(batch_size=64, shuffle=True)); 
 package without the checkout benches ours only and says so. The fp32 ceiling is a large matmul
 measured in the same run; the share of it uses 0.184 GFLOP per image (forward + backward,
 computed from the model's convolutions). Report the load average with the numbers: other
-processes on the machine slow every loop.
+processes on the machine slow every loop. On the CPU the "ours, loaded" row trains ours again
+beside a second training process with as many threads and prints the share of the quiet
+throughput it keeps (ste-ablate sets OMP_WAIT_POLICY=PASSIVE unless it is set; export
+OMP_WAIT_POLICY=ACTIVE to see OpenMP's default).
 """
 
 
@@ -60,11 +64,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--budget", default="90", metavar="S", help="longest real grid run in seconds (default 90)"
     )
+    parser.add_argument(
+        "--no-loaded",
+        dest="loaded",
+        action="store_false",
+        help="skip the loaded row (CPU: ours beside a second training process)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Parse, bench, print."""
+    from runners.bench.loops import run_bench  # torch: see the note on imports
+
     if args.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got {args.precision!r}")
     if args.stack and not args.grid:
@@ -82,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         grid=grid,
         stack=_int(args.stack, "--stack", 1) if args.stack else None,
         budget_s=_float(args.budget, "--budget"),
+        loaded=args.loaded,
     )
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -14,16 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runners.commands.grid_table import at_least_one
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.store import format as st
-from runners.store.checkpoint import load_checkpoint
 from runners.store.format import atomic_write_json
-from runners.training.data import normalize, prepare_data
-from runners.training.diagnostics import DRAWS, TAUS, diagnose, probe_indices, tau_name
-from runners.training.recipe import build_model
-from runners.training.session import resolve_device
-from ste_variants import get_estimator, list_estimators
+from runners.training.names import DRAWS, TAUS, tau_name
+
+# The checkpoint, data, model and estimator modules import torch (about 2 s): the functions that
+# need them import them, so that `ste-ablate gradcheck --help` starts at once.
 
 _EPILOG = """\
 examples:
@@ -62,9 +61,19 @@ def register(subparsers: Any) -> None:
         metavar="SPEC,...",
         help="comma-separated estimator specs (default: every registered estimator)",
     )
-    parser.add_argument("--probe", default="64", metavar="P", help="probe images (default 64)")
     parser.add_argument(
-        "--draws", default=str(DRAWS), metavar="S", help=f"noise draws (default {DRAWS})"
+        "--probe",
+        type=at_least_one("--probe", "a number of images"),
+        default=64,
+        metavar="P",
+        help="probe images (default 64)",
+    )
+    parser.add_argument(
+        "--draws",
+        type=at_least_one("--draws", "a number of draws"),
+        default=DRAWS,
+        metavar="S",
+        help=f"noise draws (default {DRAWS})",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, auto")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/")
@@ -75,13 +84,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, check, print, write."""
+    from ste_variants import list_estimators  # torch: see the note on imports
+
     folder = Path(args.run_dir)
     specs = _split_specs(args.estimators) if args.estimators else list_estimators()
     result = check_run(
         folder,
         specs,
-        probe=_positive(args.probe, "--probe"),
-        draws=_positive(args.draws, "--draws"),
+        probe=args.probe,
+        draws=args.draws,
         device=args.device,
         data_root=args.data_root,
     )
@@ -104,6 +115,14 @@ def check_run(
     Raises:
         UserError: no run folder, config or checkpoint there, or a bad estimator spec.
     """
+    # torch: see the note on imports
+    from runners.store.checkpoint import load_checkpoint
+    from runners.training.data import normalize, prepare_data
+    from runners.training.diagnostics import diagnose, probe_indices
+    from runners.training.recipe import build_model
+    from runners.training.session import resolve_device
+    from ste_variants import get_estimator
+
     doc = st.read_config(folder)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
@@ -180,13 +199,3 @@ def _split_specs(text: str) -> list[str]:
     if not specs:
         raise UserError("--estimators lists no estimator")
     return specs
-
-
-def _positive(text: str, flag: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"{flag} must be an integer, got {text!r}") from None
-    if value < 1:
-        raise UserError(f"{flag} must be >= 1, got {value}")
-    return value

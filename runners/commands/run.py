@@ -25,11 +25,7 @@ from runners.commands.grid_table import add_spec_and_store, at_least_one, check_
 from runners.determinism import MODES as DETERMINISM_MODES
 from runners.determinism import pinned_mode
 from runners.errors import UserError
-from runners.executors.cells import CellTask
-from runners.executors.display import ProgressOptions
-from runners.executors.local import local_executor, plan_workers
 from runners.grids.spec import Cell, Spec, load_spec
-from runners.speed.stacking import auto_stack
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json
 from runners.store.lock import folder_lock
@@ -40,8 +36,9 @@ from runners.tracking.wandb_tracker import (
     resolve_mode,
     writable_folder,
 )
-from runners.training.data import load_arrays
-from runners.training.session import resolve_device
+
+# Executors, stacking, data and device modules import torch (about 2 s): the functions that need
+# them import them, so that `ste-ablate run --help` starts at once.
 
 _RUN_EPILOG = """\
 examples:
@@ -132,6 +129,14 @@ def register(subparsers: Any) -> None:
         "(default: the spec's `determinism`, else portable)",
     )
     run.add_argument(
+        "--num-threads",
+        type=at_least_one("--num-threads", "a number of threads"),
+        default=None,
+        metavar="N",
+        help="torch CPU threads per process (default: the spec's num_threads, else torch's); "
+        "CPU results depend on it, so keep it fixed across a study",
+    )
+    run.add_argument(
         "--compile",
         action="store_const",
         const=True,
@@ -175,6 +180,8 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[i
     Automatic (`runners.speed.stacking.auto_stack`): 1 on the CPU; on a GPU the cells each
     worker gets, at most 32.
     """
+    from runners.speed.stacking import auto_stack  # torch: see the note on imports
+
     if requested is not None:
         return requested, "--stack"
     given = spec_stack(todo)
@@ -189,6 +196,11 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[i
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`ste-ablate run`: returns the exit code (see the module docstring)."""
+    # torch: see the note on imports
+    from runners.executors.cells import CellTask
+    from runners.executors.display import ProgressOptions
+    from runners.executors.local import local_executor, plan_workers
+
     spec = load_spec(args.spec, max_cells=args.max_cells)
     cells = _with_execution(
         spec.cells,
@@ -196,6 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         compile=args.compile,
         cuda_graph=args.cuda_graph,
+        num_threads=args.num_threads,
     )
     _check_determinism(cells)
     store = Path(args.store)
@@ -206,6 +219,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = len(cells) - len(todo) - len(busy)
 
     print(f"{spec.name}: {len(cells)} cells ({' x '.join(spec.axes)}); store {store}")
+    # What the run checks before writing anything, --dry-run included: sbatch and its options,
+    # the device (GPUs are on the compute nodes, not here), the data, the store's permissions.
+    slurm = run_slurm.preflight(args) if args.executor == "slurm" else None
+    if todo:
+        _preflight(todo, store, check_device=slurm is None, download=not args.dry_run)
     if args.dry_run:
         print_cells(spec, cells, states, action=True)
         tally = Counter(states[c.run_id] for c in todo)
@@ -216,9 +234,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
 
-    # sbatch present, options valid: checked before anything is written.
-    slurm = run_slurm.preflight(args) if args.executor == "slurm" else None
-    _preflight(todo, check_device=slurm is None)  # GPUs are on the compute nodes, not here
     index = run_store.spec_index_path(store, spec.name)
     try:
         with folder_lock(index.parent):
@@ -290,22 +305,49 @@ def _check_determinism(cells: list[Cell]) -> None:
 
 
 def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
-    """Apply --device / --data-root / --compile / --cuda-graph (execution fields: the run ids
-    do not change); None means "not given"."""
+    """Apply --device / --data-root / --compile / --cuda-graph / --num-threads (execution
+    fields: the run ids do not change); None means "not given"."""
     changes = {k: v for k, v in fields.items() if v is not None}
     if not changes:
         return cells
     return [Cell(c.config.replace(**changes), c.factors) for c in cells]
 
 
-def _preflight(todo: list[Cell], *, check_device: bool = True) -> None:
-    """Fail before writing anything when the device or the data is not there (UserError)."""
+def _preflight(
+    todo: list[Cell], store: Path, *, check_device: bool = True, download: bool = True
+) -> None:
+    """Fail before writing anything (UserError) when the device or the data is not there, or
+    the store cannot be written.
+
+    With `download` False (--dry-run) missing MNIST is not fetched: a warning says the run will
+    download it, unless its folder cannot be written, which fails as the run would.
+    """
+    # torch: see the note on imports
+    from runners.training.data import load_arrays, resolve_data_root
+    from runners.training.session import resolve_device
+
     if check_device:
         for device in sorted({c.config.device for c in todo}):
             resolve_device(device)
     # Loading once here also means pool workers never download MNIST concurrently.
     for dataset, root in sorted({(c.config.dataset, c.config.data_root or "") for c in todo}):
-        load_arrays(dataset, root or None)
+        try:
+            load_arrays(dataset, root or None, download=download)
+        except UserError as exc:
+            folder = resolve_data_root(root or None)
+            if download or not _writable(folder):
+                raise
+            print(f"ste-ablate: warning: {exc} The run will try to download it.", file=sys.stderr)
+    if not _writable(store):
+        raise UserError(f"cannot write the run store {store} (not a folder this user may write)")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether `folder` can be written or created (its closest existing ancestor is writable)."""
+    path = folder.resolve()
+    while not path.exists():
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def _wandb_options(args: argparse.Namespace, spec: Spec, store: Path) -> WandbOptions:

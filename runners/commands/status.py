@@ -46,7 +46,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except Exception as exc:  # sacct/squeue missing or failing: the store's view still shows
         print(f"ste-ablate: warning: no SLURM states ({exc})", file=sys.stderr)
     print(f"{spec.name}: {len(spec.cells)} cells ({' x '.join(spec.axes)}); store {store}")
-    print_cells(spec, spec.cells, {k: v.state for k, v in infos.items()}, infos, states)
+    # No slurm column for a store that was never submitted to SLURM.
+    print_cells(spec, spec.cells, {k: v.state for k, v in infos.items()}, infos, states or None)
     tally = Counter(info.state for info in infos.values())
     print(", ".join(f"{n} {s}" for s, n in sorted(tally.items())))
     warning = thread_mix_warning(store, [c.run_id for c in spec.cells])

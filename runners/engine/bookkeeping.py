@@ -29,6 +29,7 @@ from runners.training.evaluate import (
     FIGURE_IMAGES,
     encode_all,
     evaluate,
+    figure_digits,
     reconstruct,
     save_reconstruction_png,
 )
@@ -242,10 +243,12 @@ class Run:
         """The reconstruction figure of a completed run, also sent to the tracker."""
         model = self.state.model
         model.eval()
-        count = min(FIGURE_IMAGES, len(self.data.test))
-        originals, recons = reconstruct(model, self.data.test.images[:count], self.config.precision)
+        chosen = figure_digits(self.data.test.labels, FIGURE_IMAGES)
+        images = self.data.test.images[torch.tensor(chosen, device=self.data.test.images.device)]
+        originals, recons = reconstruct(model, images, self.config.precision)
+        labels = [int(self.data.test.labels[i]) for i in chosen]
         path = self.folder / st.FIGURE
-        save_reconstruction_png(path, originals, recons)
+        save_reconstruction_png(path, originals, recons, labels)
         self.tracker.log_image("reconstruction", str(path))
 
     def finish(self, status: str, error: str | None) -> dict[str, Any]:
@@ -260,6 +263,12 @@ class Run:
         epochs = state.epoch if state is not None else 0
         train_time = state.train_time if state is not None else 0.0
         last = records[-1] if records and status != "diverged" else {}
+        # keep_checkpoint "none": the completed run's weights go once its summary no longer
+        # lists them (a kill in between leaves an unlisted checkpoint, never a corrupt cell).
+        drop_weights = status == "completed" and self.config.keep_checkpoint == "none"
+        files = st.file_hashes(self.folder)
+        if drop_weights:
+            files.pop(st.CHECKPOINT, None)
         summary = {
             "run_id": self.config.run_id,
             "status": status,
@@ -276,9 +285,11 @@ class Run:
             "images_per_s": epochs * self.epoch_images / train_time if train_time > 0 else None,
             "error": error,
             "spans_machines": state.spans_machines if state is not None else False,
-            "files": st.file_hashes(self.folder),
+            "files": files,
         }
         atomic_write_json(self.folder / st.SUMMARY, summary)
+        if drop_weights:
+            (self.folder / st.CHECKPOINT).unlink(missing_ok=True)
         self.tracker.finish(summary)
         self.progress.close(summary)
         return summary

@@ -1,5 +1,6 @@
 """The local executors' progress display: a bar of cells done / running / left and one line per
-finished cell on stderr (also when stderr is not a terminal, where the bar is off)."""
+finished cell on stderr. When stderr is not a terminal (a log file, CI, nohup) the bar is off
+and each line starts with "cell N/TOTAL" and ends with an ETA."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class CellDisplay:
             disable=not show,
             dynamic_ncols=True,
         )
+        self.plain = not show
+        self.total, self.done = total, options.done_before
+        self.clock = time.perf_counter()
         self.running = 0
         self.counts: Counter = Counter()
         self.started: dict[str, float] = {}
@@ -66,16 +70,32 @@ class CellDisplay:
         self.counts[status] += 1
         wall = time.perf_counter() - self.started.pop(task.run_id, time.perf_counter())
         mse = summary.get("test_mse")
+        counted = status in ("completed", "diverged", "failed")
+        self.done += counted
         parts = [f"{status:<11} {task.run_id}"]
+        if self.plain:
+            parts.insert(0, f"cell {self.done}/{self.total}")
         if isinstance(mse, float):
             parts.append(f"test_mse={mse:.5f}")
         parts.append(f"{wall:.1f}s")
         if status != "completed" and summary.get("error"):
             parts.append(f"({summary['error']})")
+        if self.plain:
+            parts.append(self._eta())
         self.bar.write("  ".join(parts), file=sys.stderr)
-        if status in ("completed", "diverged", "failed"):
+        if counted:
             self.bar.update(1)
         self._postfix()
+
+    def _eta(self) -> str:
+        """Time left at this execution's pace so far (cells finished here / seconds since start)."""
+        finished = sum(self.counts.values())
+        left = max(self.total - self.done, 0)
+        if not left:
+            return "ETA 0s"
+        seconds = (time.perf_counter() - self.clock) / finished * left
+        minutes, secs = divmod(round(seconds), 60)
+        return f"ETA {minutes}m{secs:02d}s" if minutes else f"ETA {secs}s"
 
     def _postfix(self) -> None:
         shown = {"running": self.running}

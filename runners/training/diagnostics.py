@@ -28,11 +28,10 @@ from typing import Any
 
 import torch
 
+from runners.training.names import DRAWS, TAUS, tau_name
 from ste_variants.base import Estimator
 
 PREFIX = "diag_"  # every diagnostic key of the epoch record starts with it
-TAUS = (0.1, 1.0)  # temperatures of the smoothed-loss gradient R_τ
-DRAWS = 8  # noise draws per stochastic estimator
 PROBE_SEED = 1_000_037  # the probe batch: the same test images for every run of a test set
 NOISE_SEED = 1_000_039  # the diagnostics' own noise stream (never the run's)
 CHUNK_ROWS = 2048  # flipped codes decoded at once (memory: ~2 KB of activations per row)
@@ -186,11 +185,6 @@ def smoothed_gradient(effects: FlipEffects, tau: float) -> torch.Tensor:
     """R_τ = σ′(x/τ)/τ · (L_n(b_i=1) − L_n(b_i=0)): d/dx of the loss with bit i ~ Bernoulli(σ(x/τ))."""
     s = torch.sigmoid(effects.x / tau)
     return s * (1.0 - s) / tau * effects.on_minus_off
-
-
-def tau_name(tau: float) -> str:
-    """τ in a metric name: 1 → "1", 0.1 → "0_1" (no dots: W&B reads them as nesting)."""
-    return f"{tau:g}".replace(".", "_")
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:

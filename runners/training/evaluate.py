@@ -71,27 +71,44 @@ def reconstruct(
     return x.cpu(), recon.float().cpu()
 
 
-def save_reconstruction_png(path: Path, originals: torch.Tensor, recons: torch.Tensor) -> None:
-    """The article's figure: rows of "Original" beside "Reconstruction" (grey, range [-1, 1]).
+def figure_digits(labels: torch.Tensor, count: int = FIGURE_IMAGES) -> list[int]:
+    """Indices of the first test image of each class, in order of appearance, `count` of them
+    (fewer when the set has fewer classes): the figure shows different digits, not five zeros."""
+    chosen: dict[int, int] = {}
+    for index, label in enumerate(labels.tolist()):
+        if len(chosen) == count:
+            break
+        chosen.setdefault(int(label), index)
+    return list(chosen.values())
+
+
+def save_reconstruction_png(
+    path: Path, originals: torch.Tensor, recons: torch.Tensor, labels: list[int] | None = None
+) -> None:
+    """The article's figure, as a strip: originals on top, their reconstructions below (grey,
+    fixed range [-1, 1]), each column titled with its digit when `labels` are given.
 
     Written with matplotlib's Agg canvas and no PNG metadata, so the same images give the same
-    bytes. Unlike the article (autoscaled grey levels) both panels share the fixed range [-1, 1].
+    bytes. Unlike the article (autoscaled grey levels) both rows share the fixed range [-1, 1].
     """
     # matplotlib is imported when a figure is drawn: it takes about a second to import.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = originals.shape[0]
-    fig = Figure(figsize=(10, 2 * rows))
+    columns = originals.shape[0]
+    fig = Figure(figsize=(0.35 + 0.9 * columns, 2.1))
     FigureCanvasAgg(fig)
-    for row in range(rows):
-        for col, (title, image) in enumerate(
-            (("Original", originals[row]), ("Reconstruction", recons[row]))
-        ):
-            ax = fig.add_subplot(rows, 2, 2 * row + col + 1)
-            ax.set_title(title)
-            ax.imshow(image.reshape(28, 28).numpy(), cmap="gray", vmin=-1.0, vmax=1.0)
-    fig.tight_layout()
+    for col in range(columns):
+        for row, (name, image) in enumerate((("original", originals), ("reconstruction", recons))):
+            ax = fig.add_subplot(2, columns, row * columns + col + 1)
+            ax.imshow(image[col].reshape(28, 28).numpy(), cmap="gray", vmin=-1.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0 and labels is not None:
+                ax.set_title(f"digit {labels[col]}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.subplots_adjust(left=0.3 / (0.35 + 0.9 * columns), right=0.99, top=0.86, bottom=0.02)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=60, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())

@@ -9,9 +9,7 @@ import math
 
 import torch
 
-# Keys of an epoch record / summary that measure time: they differ between identical runs and are
-# left out when runs are compared for bit-identity.
-TIMING_KEYS = frozenset({"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s"})
+from runners.training.names import TIMING_KEYS
 
 RIDGE_LAMBDA = 1.0  # ridge penalty of the linear probe (codes are 0/1, so the scale is fixed)
 KNN_K = 5

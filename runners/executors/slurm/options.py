@@ -6,8 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from runners.speed.stacking import GPU_MAX_STACK
-
 DEFAULT_TIME_MIN = 120
 
 
@@ -40,6 +38,9 @@ class SlurmOptions:
     def stack_size(self) -> int:
         """Cells each task trains together: `stack` when given, else, with GPUs, the task's
         cells (at most `runners.speed.stacking.GPU_MAX_STACK`), else 1."""
+        # stacking imports torch; the command line reads these options before it needs torch
+        from runners.speed.stacking import GPU_MAX_STACK
+
         if self.stack is not None:
             return self.stack
         return min(self.cells_per_task, GPU_MAX_STACK) if self.gpus_per_task else 1

@@ -1,0 +1,50 @@
+"""Ties between conditions: identical on every seed, near-identical within the stated tolerance."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.stats.ties import NEAR_RTOL, find_ties, tie_label
+
+
+def _table(values: dict[str, list[float]]) -> pd.DataFrame:
+    """Two epochs of test_mse per seed (value x epoch), plus a timing metric that always differs."""
+    rows = []
+    for i, (cond, per_seed) in enumerate(values.items()):
+        for seed, value in enumerate(per_seed):
+            for epoch in (1, 2):
+                rows.append((cond, seed, epoch, "test_mse", value * epoch))
+                rows.append((cond, seed, epoch, "epoch_time_s", 1.0 + i + seed / 10))
+    return pd.DataFrame(rows, columns=["condition", "seed", "epoch", "metric", "value"])
+
+
+def test_identical_and_near_identical_conditions_are_grouped_and_timing_is_ignored() -> None:
+    base = [0.2, 0.3, 0.25]
+    table = _table(
+        {
+            "identity": base,
+            "hardtanh": base,
+            "sigmoid": [0.21, 0.3, 0.25],  # differs on one seed
+            "tanh": [v * (1 + 0.2 * NEAR_RTOL) for v in [0.5, 0.6, 0.7]],
+            "tanh2": [0.5, 0.6, 0.7],
+            "alone": [0.9, 0.8, 0.7],
+        }
+    )
+    order = ["identity", "hardtanh", "sigmoid", "tanh", "tanh2", "alone"]
+    ties = find_ties(table, order, exclude=("epoch_time_s",))
+    assert [(p["a"], p["b"], p["kind"], p["seeds"]) for p in ties["pairs"]] == [
+        ("identity", "hardtanh", "identical", 3),
+        ("tanh", "tanh2", "near-identical", 3),
+    ]
+    assert 0 < ties["pairs"][1]["max_rel_diff"] <= NEAR_RTOL
+    assert [tie_label(g) for g in ties["groups"]] == ["identity ≡ hardtanh", "tanh ≈ tanh2"]
+    assert ties["rtol"] == NEAR_RTOL
+    # With timing compared, nothing is tied: every run's epoch time differs.
+    assert find_ties(table, order)["pairs"] == []
+
+
+def test_groups_are_transitive_and_one_shared_seed_is_not_a_tie() -> None:
+    table = _table({"a": [0.1, 0.2], "b": [0.1, 0.2], "c": [0.1, 0.2], "d": [0.1]})
+    ties = find_ties(table, ["a", "b", "c", "d"], exclude=("epoch_time_s",))
+    assert ties["groups"] == [{"conditions": ["a", "b", "c"], "kind": "identical"}]
+    assert all("d" not in (p["a"], p["b"]) for p in ties["pairs"])
