@@ -29,7 +29,10 @@ TINY = {
     "batch_size": 64,
     "device": "cpu",
     "num_threads": 1,
-    "diagnostics_probe": 4,  # the gradient diagnostics' cost grows with it (~P x 512 decodes)
+    # Off: at this size the gradient diagnostics cost more than training (~P x 512 decodes an
+    # epoch); tests of them turn them on (with diagnostics_probe 4), as `finished_run` does.
+    "diagnostics": "off",
+    "diagnostics_probe": 4,
 }
 
 
@@ -49,7 +52,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, P
 
     Read-only: tests that modify a run copy it first (see `copy_run`).
     """
-    config = RunConfig.from_dict({**TINY, "epochs": 2})
+    config = RunConfig.from_dict({**TINY, "epochs": 2, "diagnostics": "epoch"})
     store = tmp_path_factory.mktemp("finished-store")
     summary = train_run(config, store, progress=False, raise_errors=True)
     assert summary["status"] == "completed"

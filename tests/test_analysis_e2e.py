@@ -16,7 +16,7 @@ SPEC = """\
 name: e2e-tiny
 description: The smallest real grid the analysis can compare (tests only).
 base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, code_channels: 32,
-       device: cpu, num_threads: 1}
+       device: cpu, num_threads: 1, diagnostics: "off"}
 grid:
   estimator: [identity, hardtanh, "sigmoid(beta=4)"]
   seed: [0, 1]

@@ -12,7 +12,7 @@ from runners.cli import main
 
 SPEC = (
     "name: tiny\nbase: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
-    "device: cpu, num_threads: 1}\ngrid:\n  seed: [0, 1]\n"
+    'device: cpu, num_threads: 1, diagnostics: "off"}\ngrid:\n  seed: [0, 1]\n'
 )
 
 

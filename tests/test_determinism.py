@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = """\
 name: repro
 base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 2, device: cpu,
-       num_threads: 1}
+       num_threads: 1, diagnostics: "off"}
 grid:
   estimator: [identity, "sigmoid(beta=4)"]
   seed: [0]

@@ -41,7 +41,7 @@ def test_training_with_diagnostics_is_bit_identical_to_training_without(tiny_con
     """A stochastic and a deterministic estimator as a looped stack with diagnostics, against
     single runs without: same records (but the diag_ keys), steps and final weights."""
     on = [
-        tiny_config(estimator=e, epochs=2, diagnostics_probe=4) for e in ("bernoulli", "identity")
+        tiny_config(estimator=e, epochs=2, diagnostics="epoch") for e in ("bernoulli", "identity")
     ]
     summaries = train_runs(on, tmp_path / "on", progress=False, raise_errors=True, mode="looped")
     assert [s["status"] for s in summaries] == ["completed", "completed"]

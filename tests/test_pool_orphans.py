@@ -19,7 +19,8 @@ from runners.store import format as run_store
 # One cell finishes at once, its worker then idles; the other trains long enough to be killed.
 SPEC = """\
 name: orphans
-base: {dataset: mnist-mini, train_subset: 256, test_subset: 64, device: cpu, num_threads: 1}
+base: {dataset: mnist-mini, train_subset: 256, test_subset: 64, device: cpu, num_threads: 1,
+       diagnostics: "off"}
 grid:
   epochs: [1, 60]
 """

@@ -28,7 +28,7 @@ SPEC = """\
 name: killme
 description: three short epochs, so a kill lands mid-run
 base: {dataset: mnist-mini, train_subset: 256, test_subset: 64, epochs: 3, device: cpu,
-       num_threads: 1, diagnostics_probe: 4}
+       num_threads: 1, diagnostics: "off"}
 grid:
   estimator: [sigmoid]
   seed: [4]

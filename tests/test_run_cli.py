@@ -19,7 +19,7 @@ from runners.store.format import read_json
 
 TINY_BASE = (
     "base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
-    "device: cpu, diagnostics_probe: 4, num_threads: 1}\n"
+    'device: cpu, diagnostics: "off", num_threads: 1}\n'
 )
 
 
@@ -258,7 +258,7 @@ def test_dry_run_fails_where_the_run_would_and_the_same_way(tmp_path, capsys, pr
         assert len(err) == 1 and err[0].startswith("ste-ablate: error:"), err
         errors.append(err[0])
     assert not (tmp_path / "store").exists()
-    word = {"device": "CUDA", "store": "cannot write the run store", "data": "MNIST is not in"}
+    word = {"device": "CUDA", "store": "cannot write to the store", "data": "MNIST is not in"}
     assert all(word[problem] in e for e in errors), errors
     if problem != "data":  # the run names why the download failed; --dry-run does not download
         assert errors[0] == errors[1]

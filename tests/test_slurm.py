@@ -43,6 +43,7 @@ BASE = {
     "batch_size": 32,
     "code_channels": 32,
     "device": "cpu",
+    "diagnostics": "off",
 }
 # Long enough (3 epochs of 16 steps, over a second each) that a signal sent once the first epoch
 # is written lands mid-run.

@@ -26,7 +26,7 @@ TIMING = ("epoch_time_s", "images_per_s", "diag_time_s")
 # The spec whose one cell is conftest's `finished_run` (TINY, 2 epochs, hardtanh, seed 0).
 SPEC = (
     "name: one\nbase: {dataset: mnist-mini, train_subset: 256, test_subset: 128, epochs: 2, "
-    "batch_size: 64, device: cpu, num_threads: 1}\ngrid:\n  seed: [0]\n"
+    'batch_size: 64, device: cpu, num_threads: 1, diagnostics: "off"}\ngrid:\n  seed: [0]\n'
 )
 
 
@@ -51,7 +51,8 @@ def tamper_config(folder: Path, *, rehash: bool) -> None:
 
 def stripped(folder: Path) -> list[dict]:
     return [
-        # diag_* values are compared elsewhere (tests/test_diagnostics_training.py)
+        # `finished_run` has gradient diagnostics, the spec's cells not (they never change
+        # training: tests/test_diagnostics_training.py; same run id)
         {k: v for k, v in r.items() if k not in TIMING and not k.startswith("diag_")}
         for r in read_jsonl(folder / st.METRICS)
     ]
@@ -171,7 +172,8 @@ def test_status_and_analyze_warn_when_thread_counts_differ(tmp_path, capsys):
     spec = tmp_path / "mix.yaml"
     spec.write_text(
         "name: mix\nbase: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
-        "device: cpu}\ngrid:\n  estimator: [identity, hardtanh]\n  seed: [0, 1]\n"
+        'device: cpu, diagnostics: "off"}\ngrid:\n  estimator: [identity, hardtanh]\n'
+        "  seed: [0, 1]\n"
     )
     store = tmp_path / "store"
     configs = [RunConfig.from_dict({**c, "num_threads": n}) for c, n in _cells(spec)]

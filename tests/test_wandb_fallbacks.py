@@ -9,7 +9,7 @@ from pathlib import Path
 
 SPEC = (
     "name: one\nbase: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
-    "device: cpu, num_threads: 1}\ngrid:\n  seed: [0]\n"
+    'device: cpu, num_threads: 1, diagnostics: "off"}\ngrid:\n  seed: [0]\n'
 )
 
 

@@ -156,7 +156,9 @@ def _gradcheck(result: StudyResult, data: StudyData, sty: style.Style, **opts: A
     present = set(frame.loc[frame["value"].notna(), "metric"])
     metrics = [m.removeprefix("diag_") for m in DIAGNOSTIC_METRICS]
     head = frame.iloc[0]
-    title = f"{head['run_estimator']} seed {head['seed']}, epoch {head['epoch']} ({run_id})"
+    model = f"{head['run_estimator']} seed {head['seed']}, epoch {head['epoch']} ({run_id})"
+    title = opts.pop("title", None)
+    title = f"{title}: {model}" if title else model
     return plots_diagnostics.gradcheck(
         frame, metrics=[m for m in metrics if m in present], sty=sty, title=title, **opts
     )

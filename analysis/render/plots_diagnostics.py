@@ -30,6 +30,7 @@ def gradient_fidelity(
     sty: style.Style | None = None,
     seed: int = 0,
     n_resamples: int = 2000,
+    title: str | None = None,
 ) -> Figure:
     """One panel per diagnostic: its mean per epoch and condition, with a bootstrap band of the
     mean across seeds.
@@ -38,6 +39,7 @@ def gradient_fidelity(
         curves: metric -> frame with columns condition, seed, epoch, value.
         sty: order and colours of the conditions.
         seed, n_resamples: the bootstrap of the bands.
+        title: the figure's title.
     """
     metrics = list(curves)
     labels = list(dict.fromkeys(c for f in curves.values() for c in f["condition"]))
@@ -52,6 +54,8 @@ def gradient_fidelity(
                 ax.get_legend().remove()
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside upper center", ncol=min(4, len(names)))
+        if title:
+            fig.suptitle(title, fontsize=9)
     return fig
 
 

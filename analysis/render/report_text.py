@@ -70,6 +70,8 @@ def figure_titles(result: StudyResult) -> dict[str, str]:
         "reconstructions": "Reconstructions of the same test digits (lowest seed)",
         "bit_rates": "Per-bit activation rates at the last epoch",
         "surrogates": "Surrogate derivatives of the estimators",
+        "gradient_fidelity": "Gradient diagnostics per epoch (mean over seeds)",
+        "gradcheck": "Every estimator's gradient on one trained model",
     }
 
 

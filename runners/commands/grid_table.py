@@ -95,11 +95,13 @@ def print_cells(
     *,
     action: bool = False,
 ) -> None:
-    """Print one row per cell: run id, axis values, state; with `infos` epochs and test MSE,
-    with `slurm_states` SLURM's state, with `action` what `run` would do."""
+    """Print one row per cell: run id, axis values, state; with `infos` epochs, test MSE and
+    (when a cell has one) why it is not completed, with `slurm_states` SLURM's state, with
+    `action` what `run` would do."""
     headers = ["run_id", *spec.axes, "state"]
+    whys = {c.run_id: _why(states[c.run_id], infos[c.run_id]) for c in cells} if infos else {}
     if infos is not None:
-        headers += ["epochs", "test_mse", "why"]
+        headers += ["epochs", "test_mse", *(["why"] if any(whys.values()) else [])]
     if slurm_states is not None:
         headers.append("slurm")
     if action:
@@ -115,7 +117,7 @@ def print_cells(
             row += [
                 "" if epochs is None else str(epochs),
                 f"{mse:.5f}" if isinstance(mse, float) else "-",
-                _why(state, infos[cell.run_id]),
+                *([whys[cell.run_id]] if "why" in headers else []),
             ]
         if slurm_states is not None:
             row.append(slurm_states.get(cell.run_id, "-"))

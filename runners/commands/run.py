@@ -339,7 +339,7 @@ def _preflight(
                 raise
             print(f"ste-ablate: warning: {exc} The run will try to download it.", file=sys.stderr)
     if not _writable(store):
-        raise UserError(f"cannot write the run store {store} (not a folder this user may write)")
+        raise UserError(f"cannot write to the store {store} (not a folder this user may write)")
 
 
 def _writable(folder: Path) -> bool:

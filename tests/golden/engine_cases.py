@@ -20,14 +20,15 @@ from runners.determinism import PORTABLE_ENV, cpu_model
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "engine.json"
 TIMING = {"epoch_time_s", "images_per_s", "wall_time_s"}
-# Gradient diagnostics (runners.training.diagnostics, keys `diag_*`) never change training and
-# are not part of the recorded values: the comparison leaves them out.
+# Gradient diagnostics (runners.training.diagnostics, keys `diag_*`) never change training
+# (tests/test_diagnostics_training.py): the cases train without them, and recorded values from
+# runs with them would be compared without their keys.
 DIAGNOSTICS_PREFIX = "diag_"
 
 # Recorded with the libraries' own kernel choice ("machine"), before portable mode existed.
 TINY = [
     "--dataset", "mnist-mini", "--train-subset", "256", "--test-subset", "128",
-    "--epochs", "2", "--device", "cpu", "--determinism", "machine",
+    "--epochs", "2", "--device", "cpu", "--diagnostics", "off", "--determinism", "machine",
 ]  # fmt: skip
 
 # name -> (command, extra CLI args); "train" cases are one run, "run" cases a spec.
@@ -41,7 +42,7 @@ SINGLE = {
 SPEC = """\
 name: golden-stack
 base: {dataset: mnist-mini, train_subset: 256, test_subset: 128, epochs: 2, device: cpu,
-       num_threads: 1, determinism: machine}
+       num_threads: 1, diagnostics: "off", determinism: machine}
 grid:
   estimator: [identity, "sigmoid(beta=4)", bernoulli, ede]
   seed: [0, 1]

@@ -21,7 +21,7 @@ from golden.engine_cases import train_cases  # noqa: E402
 GOLDEN = HERE / "portable.json"
 TINY = [
     "--dataset", "mnist-mini", "--train-subset", "192", "--test-subset", "64",
-    "--epochs", "2", "--device", "cpu", "--determinism", "portable",
+    "--epochs", "2", "--device", "cpu", "--diagnostics", "off", "--determinism", "portable",
 ]  # fmt: skip
 SINGLE = {
     "hardtanh_1t": ["--estimator", "hardtanh", "--seed", "0", "--num-threads", "1"],
@@ -32,7 +32,7 @@ SINGLE = {
 SPEC = """\
 name: golden-portable-stack
 base: {dataset: mnist-mini, train_subset: 192, test_subset: 64, epochs: 2, device: cpu,
-       num_threads: 1, determinism: portable}
+       num_threads: 1, diagnostics: "off", determinism: portable}
 grid:
   estimator: [identity, "sigmoid(beta=4)"]
   seed: [0]
