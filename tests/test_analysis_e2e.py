@@ -28,6 +28,7 @@ def _has_command(name: str) -> bool:
     return name in sub.choices
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_command("run"), reason="`ste-ablate run` not built yet")
 def test_run_then_analyze_a_real_store(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")

@@ -89,6 +89,7 @@ def test_bench_prints_json_with_every_loop(capsys):
     assert "ours, loaded" in text and "of " in text and "quiet" in text
 
 
+@pytest.mark.slow
 def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path):
     result = run_bench(
         device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
@@ -174,6 +175,7 @@ def _benchmark_script(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_the_loaded_row_trains_beside_a_competitor_and_stops_it(monkeypatch):
     torch.set_num_threads(1)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")

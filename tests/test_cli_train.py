@@ -25,6 +25,7 @@ def ste_ablate(*args: str, env: dict | None = None, **kwargs) -> subprocess.Comp
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_writes_a_finished_run_and_reports_it(tmp_path):
     out = tmp_path / "store"
     result = ste_ablate("train", "--estimator", "sigmoid(beta=4)", "--seed", "2", *TINY_FLAGS,
@@ -88,6 +89,7 @@ def test_missing_full_mnist_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists() and list(root.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigint_interrupts_cleanly_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "store"
     flags = [*TINY_FLAGS, "--train-subset", "512", "--out", str(out)]

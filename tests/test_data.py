@@ -111,6 +111,7 @@ def test_full_mnist_through_torchvision():
     assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_full_mnist_root() is None, reason="full MNIST not available")
 def test_make_mnist_mini_reproduces_the_bundled_file(tmp_path):
     out = tmp_path / "mini.npz"

@@ -86,6 +86,7 @@ def test_a_library_call_in_an_unpinned_process_refuses_to_train(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_the_cli_pins_before_torch_loads_and_records_the_hardware(tmp_path):
     argv = ["train", "--dataset", "mnist-mini", "--train-subset", "64", "--test-subset", "32",
             "--epochs", "1", "--device", "cpu", "--num-threads", "1", "--store", str(tmp_path),
@@ -114,6 +115,7 @@ def test_determinism_is_in_the_run_id_only_when_portable(tiny_config):
     assert "determinism" not in machine.identity()
 
 
+@pytest.mark.slow
 def test_resuming_on_other_kernels_warns_and_the_run_spans_machines(finished_run, capsys):
     config, folder = finished_run
     ckpt = torch.load(folder / st.CHECKPOINT, weights_only=True)
@@ -131,6 +133,7 @@ def test_resuming_on_other_kernels_warns_and_the_run_spans_machines(finished_run
     assert moved.to_checkpoint(final=True)["spans_machines"] is True
 
 
+@pytest.mark.slow
 def test_reproduce_re_trains_snapshot_cells_bit_for_bit(tmp_path, capsys):
     spec, store, snap = tmp_path / "repro.yaml", tmp_path / "store", tmp_path / "snap.csv"
     spec.write_text(SPEC)

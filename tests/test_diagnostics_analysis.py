@@ -47,6 +47,7 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     return spec, store
 
 
+@pytest.mark.slow
 def test_diagnostics_reach_the_tidy_table_figures_report_and_snapshot(study, tmp_path, capsys):
     spec, store = study
     table = load_store(store)

@@ -37,6 +37,7 @@ def _untimed(record):
     return {k: v for k, v in record.items() if k not in TIMING and not k.startswith("diag_")}
 
 
+@pytest.mark.slow
 def test_training_with_diagnostics_is_bit_identical_to_training_without(tiny_config, tmp_path):
     """A stochastic and a deterministic estimator as a looped stack with diagnostics, against
     single runs without: same records (but the diag_ keys), steps and final weights."""

@@ -104,6 +104,7 @@ def _dump(spec: dict[str, Any]) -> str:
     return yaml.safe_dump(spec, allow_unicode=True)
 
 
+@pytest.mark.slow
 @FAST
 @given(specs)
 def test_any_spec_ends_in_a_result_or_one_error(spec):

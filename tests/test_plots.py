@@ -109,6 +109,7 @@ def test_plots_draw_into_a_given_axes():
     assert out is fig and len(fig.axes) == 1 and ax.get_ylabel() == "test MSE"
 
 
+@pytest.mark.slow
 def test_files_are_byte_identical_and_fonts_embedded():
     # Two independent drawings of every figure, rendered as PDF and PNG: the same bytes.
     first = [style.render(f, fmt) for f in _draw_all() for fmt in ("pdf", "png")]

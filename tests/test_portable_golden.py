@@ -16,7 +16,7 @@ from golden import portable_cases as cases
 from runners.determinism import cpu_flags, cpu_model
 
 GOLDEN = json.loads(cases.GOLDEN.read_text())
-FAST = {"hardtanh_1t", "stack_looped"}
+FAST = {"hardtanh_1t"}
 
 
 def _param(name: str):

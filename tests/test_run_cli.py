@@ -142,6 +142,7 @@ def test_help_explains_options_and_exit_codes(capsys) -> None:
         assert piece in text
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_store_share_the_cells(tmp_path) -> None:
     spec_path = write_spec(
         tmp_path,
@@ -175,6 +176,7 @@ def test_two_runs_on_one_store_share_the_cells(tmp_path) -> None:
     assert not trained1 & trained2
 
 
+@pytest.mark.slow
 def test_stack_flag_trains_cells_together_bit_identical_to_one_at_a_time(tmp_path, capsys) -> None:
     grid = "  estimator: [identity, sigmoid, 'approx_sign']\n  seed: [0]\n"
     spec_path = write_spec(tmp_path, grid)
@@ -207,6 +209,7 @@ def test_stack_size_comes_from_the_flag_the_spec_or_the_device(tmp_path, capsys)
     assert exc.value.code == 2 and "--stack must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_grouped_stacks_run_through_the_cli_on_the_cpu(tmp_path, capsys) -> None:
     # The code path a GPU takes by default (one grouped model for the stack), run on the CPU:
     # each cell gets its own store entry, and its results equal its unstacked run's up to float
@@ -275,6 +278,7 @@ def test_dry_run_warns_that_missing_mnist_will_be_downloaded(tmp_path, capsys) -
     assert not root.exists() and not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_without_a_terminal_each_finished_cell_prints_its_position_and_an_eta(tmp_path) -> None:
     spec = write_spec(tmp_path, "  estimator: [identity, hardtanh]\n  seed: [0]\n")
     proc = ste("run", str(spec), "--store", str(tmp_path / "store"))  # stderr is a pipe
@@ -285,6 +289,7 @@ def test_without_a_terminal_each_finished_cell_prints_its_position_and_an_eta(tm
     assert "completed" in lines[0] and "ETA" in lines[0] and lines[1].endswith("ETA 0s")
 
 
+@pytest.mark.slow
 def test_num_threads_flag_sets_the_runs_thread_count_not_its_id(tmp_path) -> None:
     spec = write_spec(tmp_path, "  estimator: [identity]\n  seed: [0]\n")  # the spec says 1
     store = tmp_path / "store"

@@ -314,6 +314,7 @@ def test_array_tasks_hold_whole_stacks() -> None:
     assert [len(c) for c in task_chunks(tasks, size=3, stack=1)] == [3, 3, 2]
 
 
+@pytest.mark.slow
 def test_cell_batch_trains_stacks_like_single_cells(tmp_path: Path) -> None:
     # The array task's callable, run here: stacks of 2 equal the cells trained one at a time.
     configs = [

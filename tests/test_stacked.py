@@ -99,6 +99,7 @@ def _members(dtype=torch.float64) -> list[BinaryAutoencoder]:
     return members
 
 
+@pytest.mark.slow
 def test_grouped_model_trains_exactly_like_its_members_in_float64():
     members = _members()
     references = copy.deepcopy(members)  # deepcopy also copies the noise generators' states
@@ -177,6 +178,7 @@ def test_optimizer_state_stacks_and_unstacks():
 # --------------------------------------------------------------------------- whole runs
 
 
+@pytest.mark.slow
 def test_looped_stack_is_bit_identical_to_single_runs(single_runs, tmp_path):
     tasks = [CellTask(config=c, store=str(tmp_path)) for c in configs(stack=3)]
     summaries = execute_cells(tasks)  # the executors' unit of work; CPU default: "looped"
@@ -187,6 +189,7 @@ def test_looped_stack_is_bit_identical_to_single_runs(single_runs, tmp_path):
     assert execute_cells(tasks) == summaries  # final cells are never retrained
 
 
+@pytest.mark.slow
 def test_grouped_stack_matches_single_runs(single_runs, tmp_path):
     summaries = train_runs(configs(), tmp_path, progress=False, raise_errors=True, mode="grouped")
     assert [s["status"] for s in summaries] == ["completed"] * 3
@@ -221,6 +224,7 @@ class SignalAt(Tracker):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["looped", "grouped"])
 def test_an_interrupted_stack_resumes_stacked_or_alone(single_runs, tmp_path, mode):
     cells = configs()
@@ -242,6 +246,7 @@ def test_an_interrupted_stack_resumes_stacked_or_alone(single_runs, tmp_path, mo
             )
 
 
+@pytest.mark.slow
 def test_diverging_members_are_recorded_and_the_rest_go_on(tmp_path):
     cells = configs()
     cpu = torch.device("cpu")
@@ -282,6 +287,7 @@ def test_stacking_rules():
     assert all(len({t.config.lr for t in g}) == 1 for g in groups)
 
 
+@pytest.mark.slow
 def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
     import wandb  # heavy and optional: only this test needs it
 
@@ -310,6 +316,7 @@ def test_each_member_gets_its_own_wandb_run(tmp_path, monkeypatch):
         assert losses == pytest.approx([s["train_loss"] for s in steps])
 
 
+@pytest.mark.slow
 def test_members_keep_their_own_thread_counts(tmp_path):
     # X starts alone with 1 thread and is interrupted; stacked with a fresh Y in a 2-thread
     # process, X goes on with 1 thread (as it would alone) and Y trains and records 2.

@@ -70,6 +70,7 @@ def test_config_problem_checks_run_id_and_identity(finished_run):
     assert st.config_problem(execution, config.run_id) is None  # not part of the identity
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rehash", [False, True])
 def test_a_replaced_config_json_is_corruption_and_the_cell_is_redone(
     finished_run, copy_run, spec, capsys, rehash
@@ -142,6 +143,7 @@ def test_a_failed_run_has_no_probe_accuracy(tiny_config, tmp_path, monkeypatch):
     assert summary["test_mse"] is not None  # the last finished epoch's numbers stay
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_cell_cleanly_and_the_rerun_completes(
     finished_run, spec, tmpfs, capsys
 ):
@@ -168,6 +170,7 @@ def test_status_says_why_a_cell_is_not_completed(finished_run, copy_run, spec, c
     assert "interrupted" in row and "no summary.json" in row
 
 
+@pytest.mark.slow
 def test_status_and_analyze_warn_when_thread_counts_differ(tmp_path, capsys):
     spec = tmp_path / "mix.yaml"
     spec.write_text(

@@ -182,6 +182,7 @@ def test_nan_loss_is_recorded_as_diverged_and_never_retrained(tiny_config, tmp_p
     assert (folder / st.STEPS).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_resume_after_an_epoch_is_bit_identical(finished_run, tmp_path):
     config, reference = finished_run
     first = Recorder(at_epoch=1, signum=signal.SIGINT)
@@ -200,6 +201,7 @@ def test_resume_after_an_epoch_is_bit_identical(finished_run, tmp_path):
     assert_same_run(reference, folder)
 
 
+@pytest.mark.slow
 def test_resume_in_the_middle_of_an_epoch_is_bit_identical(finished_run, tmp_path):
     config, reference = finished_run
     summary = train_run(config, tmp_path, tracker=Recorder(at_step=6, signum=signal.SIGTERM),
@@ -222,6 +224,7 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["train_run", "pool worker", "no checkpoint yet"])
 def test_resume_keeps_the_thread_count_the_run_started_with(
     finished_run, tmp_path, keep_torch_threads, how
@@ -272,6 +275,7 @@ def test_explicit_thread_count_wins_on_resume_with_a_warning(
     assert torch.load(folder / st.CHECKPOINT, weights_only=True)["torch_threads"] == 1
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_ignored_and_the_run_restarts(finished_run, tmp_path):
     config, reference = finished_run
     train_run(config, tmp_path, tracker=Recorder(at_epoch=1), progress=False)
@@ -303,6 +307,7 @@ def test_corrupt_finished_run_is_redone_from_its_checkpoint(finished_run, copy_r
     assert_same_run(reference, folder)
 
 
+@pytest.mark.slow
 def test_exception_is_recorded_as_failed_and_the_run_resumes(finished_run, tmp_path):
     config, reference = finished_run
     folder = st.run_dir(tmp_path, config.run_id)
@@ -332,6 +337,7 @@ def test_tracker_errors_never_stop_training(tiny_config, tmp_path, capsys):
     assert "tracking stopped (log_step: ConnectionError" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bf16_precision_and_knn_probe(tiny_config, tmp_path):
     config = tiny_config(precision="bf16", probe="knn", train_subset=128, test_subset=64)
     summary = train_run(config, tmp_path, progress=False, raise_errors=True)

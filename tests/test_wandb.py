@@ -80,6 +80,7 @@ def no_wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     wandb.teardown()
 
 
+@pytest.mark.slow
 def test_offline_cell_writes_config_history_and_summary(tmp_path, tiny_config, no_wandb_env):
     config = tiny_config(estimator="sigmoid(beta=4)", seed=3, epochs=2)
     store = tmp_path / "store"
@@ -141,6 +142,7 @@ def test_offline_cell_writes_config_history_and_summary(tmp_path, tiny_config, n
     assert exit_record.get("exit_code", 0) == 0
 
 
+@pytest.mark.slow
 def test_wandb_failures_never_stop_training(tmp_path, tiny_config, no_wandb_env, capsys):
     # 1. W&B refuses to start (an invalid mode reaches the real client's settings validation).
     bad_start = SafeTracker(
@@ -174,6 +176,7 @@ def test_wandb_failures_never_stop_training(tmp_path, tiny_config, no_wandb_env,
     assert execute_cell(task)["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_online_start_up_times_out_and_falls_back_to_offline(
     tmp_path, tiny_config, no_wandb_env, monkeypatch
 ):

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each runs `ste-ablate run` in a fresh process
+
 SPEC = (
     "name: one\nbase: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, "
     'device: cpu, num_threads: 1, diagnostics: "off"}\ngrid:\n  seed: [0]\n'

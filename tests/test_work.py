@@ -74,6 +74,7 @@ def test_diverging_and_failing_cells_do_not_stop_the_grid(tmp_path, tiny_config)
     assert (folder / "summary.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "checkpoint.pt"])
 def test_a_corrupt_file_makes_the_cell_rerun(finished_run, copy_run, name) -> None:
     config, original = finished_run
@@ -117,6 +118,7 @@ def test_cell_locked_by_another_process_is_left_alone(tmp_path, tiny_config) -> 
     assert execute_cell(task)["status"] == "completed"  # free again: it trains
 
 
+@pytest.mark.slow
 def test_process_pool_matches_in_process_execution(tmp_path, tiny_config, finished_run) -> None:
     # The session's finished run was trained in this process; the pool retrains it in a worker.
     config, original = finished_run
@@ -148,6 +150,7 @@ def test_one_worker_per_gpu() -> None:
     assert devices == [f"cuda:{i}" for i in range(workers)]
 
 
+@pytest.mark.slow
 def test_process_pool_runs_stacks_of_cells(tmp_path, tiny_config, finished_run) -> None:
     config, original = finished_run
     others = [tiny_config(estimator=e, seed=1) for e in ("sigmoid", "identity", "saturated")]
