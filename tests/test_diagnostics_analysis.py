@@ -13,7 +13,8 @@ from analysis.sources.store import load_store
 from runners.cli import main
 from runners.store import format as st
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# A real 4-cell study with diagnostics is trained once for the module (~30 s): make test-slow.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 SPEC = """\
 name: diag-tiny
@@ -47,7 +48,6 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     return spec, store
 
 
-@pytest.mark.slow
 def test_diagnostics_reach_the_tidy_table_figures_report_and_snapshot(study, tmp_path, capsys):
     spec, store = study
     table = load_store(store)
