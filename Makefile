@@ -24,11 +24,11 @@ demo: $(STAMP)
 	WANDB_MODE=offline $(VENV)/bin/ste-ablate run ablations/quickstart.yaml --store $(STORE) --wandb offline --workers 2
 	$(VENV)/bin/ste-ablate analyze ablations/quickstart.yaml --store $(STORE) --out reports/quickstart
 
-## test: the whole CPU suite (what CI runs first)
+## test: the CPU suite without the long tests, about 3 minutes (what CI runs first)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-## test-slow: the long tests (benchmark and GPU-check smoke tests, all engine golden cases); CI runs them
+## test-slow: the long tests (integration through the CLI, kill/resume, chaos, golden values, benchmark smoke tests); CI runs them
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
