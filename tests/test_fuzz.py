@@ -28,7 +28,7 @@ FAST = settings(
     deadline=timedelta(seconds=5),  # generous on a shared CPU; a hang or a blow-up fails it
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SLOW = settings(FAST, max_examples=3000)
+SLOW = settings(FAST, max_examples=1500)
 
 FIELDS = RunConfig.field_names()
 scalars = (
