@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.stats.metrics import TIMING_METRICS
 from analysis.stats.ties import NEAR_RTOL, find_ties, tie_label
 
 
 def _table(values: dict[str, list[float]]) -> pd.DataFrame:
-    """Two epochs of test_mse per seed (value x epoch), plus a timing metric that always differs."""
+    """Two epochs of test_mse per seed (value x epoch), plus timing metrics that always differ."""
     rows = []
     for i, (cond, per_seed) in enumerate(values.items()):
         for seed, value in enumerate(per_seed):
             for epoch in (1, 2):
                 rows.append((cond, seed, epoch, "test_mse", value * epoch))
                 rows.append((cond, seed, epoch, "epoch_time_s", 1.0 + i + seed / 10))
+                rows.append((cond, seed, epoch, "diag_time_s", 0.5 + i + seed / 10))
     return pd.DataFrame(rows, columns=["condition", "seed", "epoch", "metric", "value"])
 
 
@@ -31,7 +33,7 @@ def test_identical_and_near_identical_conditions_are_grouped_and_timing_is_ignor
         }
     )
     order = ["identity", "hardtanh", "sigmoid", "tanh", "tanh2", "alone"]
-    ties = find_ties(table, order, exclude=("epoch_time_s",))
+    ties = find_ties(table, order, exclude=TIMING_METRICS)  # what `analyze` leaves out
     assert [(p["a"], p["b"], p["kind"], p["seeds"]) for p in ties["pairs"]] == [
         ("identity", "hardtanh", "identical", 3),
         ("tanh", "tanh2", "near-identical", 3),
@@ -45,6 +47,6 @@ def test_identical_and_near_identical_conditions_are_grouped_and_timing_is_ignor
 
 def test_groups_are_transitive_and_one_shared_seed_is_not_a_tie() -> None:
     table = _table({"a": [0.1, 0.2], "b": [0.1, 0.2], "c": [0.1, 0.2], "d": [0.1]})
-    ties = find_ties(table, ["a", "b", "c", "d"], exclude=("epoch_time_s",))
+    ties = find_ties(table, ["a", "b", "c", "d"], exclude=TIMING_METRICS)
     assert ties["groups"] == [{"conditions": ["a", "b", "c"], "kind": "identical"}]
     assert all("d" not in (p["a"], p["b"]) for p in ties["pairs"])

@@ -6,6 +6,8 @@ always agree on the direction.
 
 from __future__ import annotations
 
+from runners.store.format import TIMING_KEYS
+
 # Epoch-record metrics in the order of docs/architecture.md section 3 (the tidy table keeps it).
 EPOCH_METRICS: tuple[str, ...] = (
     "train_mse",
@@ -33,8 +35,8 @@ DIAGNOSTIC_METRICS: tuple[str, ...] = (
 )
 # Scalars that only summary.json carries (attached to the run's last epoch).
 SUMMARY_METRICS: tuple[str, ...] = ("wall_time_s",)
-# How fast a run went, not what it learnt: left out when comparing results.
-TIMING_METRICS: tuple[str, ...] = ("epoch_time_s", "images_per_s", "wall_time_s")
+# How fast a run went, not what it learnt: left out when comparing results (the store's list).
+TIMING_METRICS: tuple[str, ...] = tuple(sorted(TIMING_KEYS))
 
 _LOWER = {
     "train_mse",

@@ -37,6 +37,9 @@ CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 GRADCHECK = "gradcheck.json"  # not in summary.json's hashes: written later, by another command
 
+# Keys of an epoch record / summary that measure time, not results: they differ between identical
+# runs and are left out when runs are compared (bit-identity, ties).
+TIMING_KEYS = frozenset({"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s"})
 FINAL_STATES = ("completed", "diverged")  # never retrained
 SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")
 CELL_STATES = (*SUMMARY_STATES, "running", "missing")

@@ -6,9 +6,9 @@ so `ste-ablate <command> --help` and the commands that only read stores start at
 
 from __future__ import annotations
 
-# Keys of an epoch record / summary that measure time: they differ between identical runs and are
-# left out when runs are compared for bit-identity.
-TIMING_KEYS = frozenset({"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s"})
+from runners.store.format import TIMING_KEYS
+
+__all__ = ["DRAWS", "TAUS", "TIMING_KEYS", "tau_name"]
 
 TAUS = (0.1, 1.0)  # temperatures of the diagnostics' smoothed-loss gradient R_τ
 DRAWS = 8  # the diagnostics' noise draws per stochastic estimator
