@@ -53,7 +53,8 @@ def gradient_fidelity(
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside upper center", ncol=min(4, len(names)))
+        # Below the panels: the title (suptitle) takes the top.
+        fig.legend(handles, names, loc="outside lower center", ncol=min(5, len(names)))
         if title:
             fig.suptitle(title, fontsize=9)
     return fig
