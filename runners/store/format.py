@@ -7,10 +7,9 @@ Layout (docs/architecture.md section 3)::
                         gradcheck.json (optional: `ste-ablate gradcheck`, written after the run)
     STORE/specs/<spec name>.json
 
-File names, cell states, summary.json's keys, the atomic writes, the readers, and the checks
-that decide whether a run's files can be trusted: a file that does not parse, whose sha256 differs
-from summary.json's, or a config.json whose identity hashes to another run id (`run_id_for`, which
-names the folder) is corrupt. Standard library only: reading a store never imports torch.
+File names, cell states, summary.json's keys, atomic writes, readers, and the integrity checks:
+a file that does not parse, whose sha256 differs from summary.json's, or a config.json whose
+identity hashes to another run id (`run_id_for`) is corrupt. Standard library only (no torch).
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 GRADCHECK = "gradcheck.json"  # not in summary.json's hashes: written later, by another command
 
-# Keys of an epoch record / summary that measure time, not results: they differ between identical
-# runs and are left out when runs are compared (bit-identity, ties).
+# Record / summary keys that measure time: left out when runs are compared (bit-identity, ties).
 TIMING_KEYS = frozenset({"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s"})
 FINAL_STATES = ("completed", "diverged")  # never retrained
 SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")
@@ -55,9 +53,8 @@ SUMMARY_KEYS = (
     "probe_accuracy", "wall_time_s", "images_per_s", "error", "files",
 )  # fmt: skip
 
-# Real paths of the lock files this process holds (kept current by runners.store.lock). Probing
-# such a lock from a second descriptor could release it where flock is emulated with POSIX
-# record locks (NFS), so `lock_held` answers from here for them.
+# Lock files this process holds (runners.store.lock keeps it): probing one from a second
+# descriptor could release it on NFS (POSIX record locks), so `lock_held` answers from here.
 LOCKS_HELD_HERE: set[str] = set()
 
 
