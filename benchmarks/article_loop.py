@@ -1,7 +1,7 @@
 """A faithful copy of the reference article's MNIST training loop (the baseline of `ste-ablate bench`).
 
 Source: "Intuitive Explanation of Straight-Through Estimators with PyTorch Implementation" (2020),
-the full code at the end of /work/shared/seed/ste_article_zh.txt. What is the article's, unchanged:
+the full code at the end of ../shared/seed/ste_article_zh.txt (beside the checkout). What is the article's, unchanged:
 the transform (ToTensor + Normalize((0.5,), (0.5,))), torchvision's `datasets.MNIST`, a
 `DataLoader(batch_size=64, shuffle=True)` (no workers, no pinned memory), `STEFunction`,
 `StraightThroughEstimator`, `Autoencoder`, Adam(lr=0.001, betas=(0.5, 0.999)), `nn.MSELoss` and

@@ -12,7 +12,7 @@ Selection (fixed, documented, reproducible):
 The file is a zip of .npy arrays (what `numpy.load` reads) written with fixed timestamps, so the
 same input gives the same bytes (numpy.savez_compressed stamps the current time into the zip).
 
-Usage: python scripts/make_mnist_mini.py [--root /work/shared/datasets] [--out runners/data/mnist_mini.npz]
+Usage: python scripts/make_mnist_mini.py [--root DIR (default $STE_DATA_ROOT, else ../shared/datasets)] [--out runners/data/mnist_mini.npz]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="/work/shared/datasets", help="MNIST root (torchvision)")
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("STE_DATA_ROOT")
+        or str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets"),
+        help="MNIST root (torchvision; default $STE_DATA_ROOT, else ../shared/datasets)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz")
     args = parser.parse_args()
 

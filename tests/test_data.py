@@ -16,7 +16,7 @@ from runners.training import data
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO / "runners" / "data" / "mnist_mini.npz"
-SHARED_MNIST = Path("/work/shared/datasets")
+SHARED_MNIST = REPO.parent / "shared" / "datasets"  # beside the checkout, when there is one
 
 
 def _full_mnist_root() -> Path | None:
