@@ -1,9 +1,10 @@
 """What portable determinism costs: training steps on AVX2-pinned kernels against the machine's.
 
 The kernels are chosen when torch loads, so each measurement is its own fresh process: it pins
-(or not) through `runners.determinism.pin`, builds the article's model as `ste-ablate train`
-does (fast path included), warms up and times N training steps on the same batches. The order of
-the two modes alternates from round to round, so machine load hits both alike.
+(or not) through `runners.determinism.pin`, then times N training steps of `OursLoop`
+(runners/bench/ours.py: the model and step as `ste-ablate train` builds them, fast path included)
+after a warm-up, on the same batches. The order of the two modes alternates from round to round,
+so machine load hits both alike.
 
     python benchmarks/determinism_cost.py [--steps 200] [--rounds 3] [--threads 1] [--json]
 
@@ -24,35 +25,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = """
-import json, sys, time
+import json, sys
 sys.path.insert(0, {root!r})
 from runners import determinism
 mode, dataset, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 determinism.pin(mode)
 import torch
-torch.set_num_threads(threads)
+from runners.bench.ours import OursLoop
 from runners.config import RunConfig
-from runners.training.data import batch_bounds, epoch_permutation, get_batch, prepare_data
-from runners.training.recipe import EagerStep
-from runners.training.session import torch_settings
-from runners.training.state import RunState
+from runners.training.data import prepare_data
 config = RunConfig(dataset=dataset, device="cpu", determinism=mode, num_threads=threads)
 device = torch.device("cpu")
-data = prepare_data(config.dataset, None, None, device, None)
-state = RunState(config, device)
-step = EagerStep(state.model, state.optimizer, device=device, precision=config.precision)
-bounds = batch_bounds(len(data.train), config.batch_size)
-order = epoch_permutation(len(data.train), state.data_gen)
-with torch_settings(config, device):
-    for n in range(10):
-        b, e = bounds[n]
-        step(get_batch(data.train.images, order[b:e]))[0].item()
-    start = time.perf_counter()
-    for n in range(10, 10 + steps):
-        b, e = bounds[n % len(bounds)]
-        loss = step(get_batch(data.train.images, order[b:e]))[0]
-    loss.item()
-    seconds = time.perf_counter() - start
+loop = OursLoop(config, prepare_data(config.dataset, None, None, device, None), device)
+loop.steps(10)  # warm-up
+seconds = loop.steps(steps)
 print(json.dumps({{"mode": mode, "capability": torch.backends.cpu.get_cpu_capability(),
                    "images_per_s": steps * config.batch_size / seconds}}))
 """
