@@ -10,6 +10,7 @@ import torch
 from runners.cli import main
 from runners.engine.train import train_run, train_runs
 from runners.store import format as st
+from runners.store.format import TIMING_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +24,6 @@ DIAG_KEYS = {
     "diag_grad_snr",
     "diag_time_s",
 }
-TIMING = {"epoch_time_s", "images_per_s"}
 
 
 def _results(folder):
@@ -34,7 +34,7 @@ def _results(folder):
 
 
 def _untimed(record):
-    return {k: v for k, v in record.items() if k not in TIMING and not k.startswith("diag_")}
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS and not k.startswith("diag_")}
 
 
 @pytest.mark.slow

@@ -22,8 +22,8 @@ from runners.grids.spec import load_spec
 from runners.store import format as run_store
 from runners.store.format import read_jsonl
 from runners.tracking.wandb_tracker import wandb_run_id
+from runners.training.metrics import strip_timing
 
-TIMING = ("epoch_time_s", "images_per_s", "diag_time_s")
 SPEC = """\
 name: killme
 description: three short epochs, so a kill lands mid-run
@@ -89,7 +89,7 @@ def read_jsonl_safe(path: Path) -> list:
 
 def same_results(folder: Path, reference: Path) -> None:
     def strip(records: list[dict]) -> list[dict]:
-        return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+        return [strip_timing(r) for r in records]
 
     assert strip(read_jsonl(folder / "metrics.jsonl")) == strip(
         read_jsonl(reference / "metrics.jsonl")

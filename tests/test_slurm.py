@@ -32,7 +32,7 @@ from runners.executors.slurm.record import latest_tasks, slurm_states
 from runners.executors.slurm.task import CellBatch, task_threads
 from runners.grids.spec import load_spec
 from runners.store import format as run_store
-from runners.store.format import read_json, read_jsonl
+from runners.store.format import TIMING_KEYS, read_json, read_jsonl
 from runners.tracking.wandb_tracker import wandb_run_id
 
 BASE = {
@@ -48,7 +48,7 @@ BASE = {
 # Long enough (3 epochs of 16 steps, over a second each) that a signal sent once the first epoch
 # is written lands mid-run.
 LONG = {**BASE, "train_subset": 512, "epochs": 3}
-TIMING = {"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s", "files"}
+TIMING = TIMING_KEYS | {"files"}  # and the file hashes (a summary lists its own files)
 
 
 @pytest.fixture(scope="module")

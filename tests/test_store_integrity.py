@@ -20,9 +20,8 @@ from runners.engine import bookkeeping
 from runners.engine.train import train_run
 from runners.grids.spec import load_spec
 from runners.store import format as st
-from runners.store.format import read_json, read_jsonl
+from runners.store.format import TIMING_KEYS, read_json, read_jsonl
 
-TIMING = ("epoch_time_s", "images_per_s", "diag_time_s")
 # The spec whose one cell is conftest's `finished_run` (TINY, 2 epochs, hardtanh, seed 0).
 SPEC = (
     "name: one\nbase: {dataset: mnist-mini, train_subset: 256, test_subset: 128, epochs: 2, "
@@ -53,7 +52,7 @@ def stripped(folder: Path) -> list[dict]:
     return [
         # `finished_run` has gradient diagnostics, the spec's cells not (they never change
         # training: tests/test_diagnostics_training.py; same run id)
-        {k: v for k, v in r.items() if k not in TIMING and not k.startswith("diag_")}
+        {k: v for k, v in r.items() if k not in TIMING_KEYS and not k.startswith("diag_")}
         for r in read_jsonl(folder / st.METRICS)
     ]
 

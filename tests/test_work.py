@@ -17,13 +17,12 @@ from runners.executors.local import plan_workers, run_cells
 from runners.store import format as run_store
 from runners.store.format import read_jsonl
 from runners.tracking.tracker import Tracker
-
-TIMING = ("epoch_time_s", "images_per_s", "diag_time_s")
+from runners.training.metrics import strip_timing
 
 
 def metrics_without_timing(store: Path, run_id: str) -> list[dict]:
     records = read_jsonl(run_store.run_dir(store, run_id) / "metrics.jsonl")
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+    return [strip_timing(r) for r in records]
 
 
 def test_cell_task_pickles_and_the_unit_of_work_is_importable(tmp_path, tiny_config) -> None:

@@ -100,8 +100,9 @@ def print_cells(
     `action` what `run` would do."""
     headers = ["run_id", *spec.axes, "state"]
     whys = {c.run_id: _why(states[c.run_id], infos[c.run_id]) for c in cells} if infos else {}
+    show_why = any(whys.values())
     if infos is not None:
-        headers += ["epochs", "test_mse", *(["why"] if any(whys.values()) else [])]
+        headers += ["epochs", "test_mse", *(["why"] if show_why else [])]
     if slurm_states is not None:
         headers.append("slurm")
     if action:
@@ -117,7 +118,7 @@ def print_cells(
             row += [
                 "" if epochs is None else str(epochs),
                 f"{mse:.5f}" if isinstance(mse, float) else "-",
-                *([whys[cell.run_id]] if "why" in headers else []),
+                *([whys[cell.run_id]] if show_why else []),
             ]
         if slurm_states is not None:
             row.append(slurm_states.get(cell.run_id, "-"))

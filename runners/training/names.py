@@ -6,10 +6,6 @@ so `ste-ablate <command> --help` and the commands that only read stores start at
 
 from __future__ import annotations
 
-from runners.store.format import TIMING_KEYS
-
-__all__ = ["DRAWS", "TAUS", "TIMING_KEYS", "tau_name"]
-
 TAUS = (0.1, 1.0)  # temperatures of the diagnostics' smoothed-loss gradient R_τ
 DRAWS = 8  # the diagnostics' noise draws per stochastic estimator
 

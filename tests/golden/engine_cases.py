@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from runners.determinism import PORTABLE_ENV, cpu_model
+from runners.store.format import TIMING_KEYS
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "engine.json"
-TIMING = {"epoch_time_s", "images_per_s", "wall_time_s"}
 # Gradient diagnostics (runners.training.diagnostics, keys `diag_*`) never change training
 # (tests/test_diagnostics_training.py): the cases train without them, and recorded values from
 # runs with them would be compared without their keys.
@@ -80,12 +80,12 @@ def read_results(store: Path) -> dict[str, dict]:
             {
                 k: v
                 for k, v in json.loads(line).items()
-                if k not in TIMING and not k.startswith(DIAGNOSTICS_PREFIX)
+                if k not in TIMING_KEYS and not k.startswith(DIAGNOSTICS_PREFIX)
             }
             for line in (folder / "metrics.jsonl").read_text().splitlines()
         ]
         summary = json.loads((folder / "summary.json").read_text())
-        summary = {k: v for k, v in summary.items() if k not in TIMING and k != "files"}
+        summary = {k: v for k, v in summary.items() if k not in TIMING_KEYS and k != "files"}
         out[folder.name] = {
             "metrics": metrics,
             "steps": (folder / "steps.jsonl").read_text(),
