@@ -64,7 +64,8 @@ class RunConfig:
     pre_threshold_relu: bool = True  # the ReLU after the last BatchNorm, before the threshold
     precision: str = "fp32"  # "fp32" or "bf16" (autocast around the forward)
     probe: str = "linear"  # digit probe on the binary codes: "linear" (ridge) or "knn"
-    # CPU kernels: "portable" pins them to AVX2 (same bits on any x86-64 CPU with AVX2),
+    # CPU kernels: "portable" caps ATen and oneDNN at AVX2 and runs MKL's vendor-neutral branch
+    # (the same bits on Intel and AMD CPUs with AVX2; docs/portability.md),
     # "machine" lets the libraries choose (runners/determinism.py). In the run id when portable:
     # the two modes give different numbers for the same config.
     determinism: str = DEFAULT_MODE

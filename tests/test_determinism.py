@@ -14,7 +14,7 @@ import torch
 
 from runners import determinism
 from runners.cli import main
-from runners.commands.reproduce import compare
+from runners.commands.reproduce import compare, explain
 from runners.determinism import PORTABLE_ENV, DeterminismError, mode_for_command
 from runners.store import format as st
 from runners.training.state import RunState
@@ -96,8 +96,9 @@ def test_the_cli_pins_before_torch_loads_and_records_the_hardware(tmp_path):
     (folder,) = (tmp_path / "runs").iterdir()
     runtime = st.read_json(folder / st.CONFIG)["runtime"]
     assert runtime["cpu_capability"] == "AVX2"
-    assert runtime["onednn_max_cpu_isa"] == "AVX2" and runtime["mkl_cbwr"] == "AVX2,STRICT"
-    assert runtime["determinism"] == "portable" and runtime["cpu_model"]
+    assert runtime["onednn_max_cpu_isa"] == "AVX2" and runtime["mkl_cbwr"] == "COMPATIBLE,STRICT"
+    assert runtime["mkl_branch"] == "COMPATIBLE,STRICT"  # what MKL itself reports
+    assert runtime["determinism"] == "portable" and runtime["cpu_model"] and runtime["cpu_vendor"]
     assert st.read_json(folder / st.CONFIG)["config"]["determinism"] == "portable"
 
 
@@ -145,6 +146,11 @@ def test_reproduce_re_trains_snapshot_cells_bit_for_bit(tmp_path, capsys):
     assert "2/2 cells reproduced bit for bit" in out
     report = json.loads(out[out.index("[") : out.rindex("]") + 1])
     assert all(r["same"] and r["compared"] > 10 for r in report)
+    runtimes = json.loads((tmp_path / "snap.csv.meta.json").read_text())["runtime"]
+    assert len(runtimes) == 2
+    for record in runtimes.values():
+        assert record["mkl_branch"] == "COMPATIBLE,STRICT" and record["cpu_capability"] == "AVX2"
+        assert record["cpu_vendor"] and record["torch_threads"] == 1
 
 
 def test_a_changed_value_is_reported_with_its_difference():
@@ -162,3 +168,37 @@ def test_a_changed_value_is_reported_with_its_difference():
     differs = compare(rows, [{"epoch": 1, "test_mse": 0.2500001, "bit_flip_rate": None}])
     assert not differs["same"] and differs["max_abs_diff"] == pytest.approx(1e-7)
     assert differs["first_difference"].startswith("epoch 1 test_mse")
+
+
+def test_mkl_reports_the_vendor_neutral_branch_in_this_pinned_suite():
+    assert determinism.mkl_branch() == "COMPATIBLE,STRICT"
+    unpinned = _python("import torch; from runners import determinism as d; print(d.mkl_branch())")
+    assert unpinned.returncode == 0, unpinned.stderr
+    assert unpinned.stdout.strip() == "OFF"  # nothing set: MKL's own dispatch
+
+
+def test_a_branch_mkl_does_not_honour_is_refused(monkeypatch):
+    # On AMD, MKL runs AUTO when asked for an Intel-only branch such as AVX2: what MKL reports in
+    # force decides, not the variable.
+    determinism.check_active("portable")
+    monkeypatch.setattr(determinism, "mkl_branch", lambda: "AUTO,STRICT")
+    with pytest.raises(DeterminismError, match="MKL runs AUTO,STRICT here"):
+        determinism.check_active("portable")
+
+
+def test_a_difference_is_explained_by_what_changed_between_the_runtimes():
+    recorded = {
+        "cpu_vendor": "GenuineIntel", "cpu_model": "Xeon", "cpu_capability": "AVX2",
+        "mkl_branch": "COMPATIBLE,STRICT", "onednn_isa": "AVX2", "torch_threads": 1,
+        "torch": "2.14.1", "mkl_version": "2024.2", "determinism": "portable", "device": "cpu",
+    }  # fmt: skip
+    amd = {**recorded, "cpu_vendor": "AuthenticAMD", "cpu_model": "EPYC"}
+    lines = explain(recorded, amd)
+    assert any(line.startswith("≠ CPU vendor") and "AuthenticAMD" in line for line in lines)
+    assert lines[-1].startswith("not expected: same portable kernels on another CPU")
+    assert "test_kernel_fingerprint" in lines[-1]
+    auto = explain(recorded, {**amd, "mkl_branch": "AUTO,STRICT", "torch_threads": 2})
+    assert (
+        auto[-1] == "expected: the kernels or their settings differ (MKL branch in force, threads)"
+    )
+    assert "made before runtimes were kept" in explain(None, amd)[0]

@@ -22,6 +22,8 @@ from runners.commands.grid_table import (
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import load_spec
+from runners.store.format import run_dir
+from runners.store.runtime import runtime_record
 
 # `analysis` (pandas, scipy, matplotlib: seconds to import) is imported inside each command, so
 # that `ste-ablate --help` and the other commands do not pay for it.
@@ -161,8 +163,14 @@ def _snapshot(args: argparse.Namespace) -> int:
         else:
             _check_store(args.store)
             data = scan_store(args.store, spec.cells, axes=spec.axes)
+        runtimes = {} if args.wandb_project else _runtimes(args.store, data.cells["run_id"])
         written = write_snapshot(
-            data, out, spec_name=spec.name, spec_sha256=spec.sha256, spec_path=spec.path
+            data,
+            out,
+            spec_name=spec.name,
+            spec_sha256=spec.sha256,
+            spec_path=spec.path,
+            extra={"runtime": runtimes} if runtimes else None,
         )
     except StoreError as exc:
         raise UserError(str(exc)) from None
@@ -172,6 +180,13 @@ def _snapshot(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def _runtimes(store: str, run_ids: Any) -> dict[str, dict[str, Any]]:
+    """Each run's rounding-relevant runtime record (CPU, kernels, threads, versions), by run id:
+    kept in the snapshot's metadata so `reproduce` can explain a difference."""
+    found = {run_id: runtime_record(run_dir(store, run_id)) for run_id in run_ids}
+    return {run_id: record for run_id, record in found.items() if record}
 
 
 def _analyze(args: argparse.Namespace) -> int:

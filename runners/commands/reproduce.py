@@ -23,9 +23,13 @@ examples:
   ste-ablate reproduce paper/snapshots/estimators.csv --cells 2      the first two cells
   ste-ablate reproduce paper/snapshots/estimators.csv --run-id identity-s0-1a2b3c4d5e
 
-A snapshot made in portable mode (the default determinism) reproduces on any x86-64 CPU with
-AVX2, given the same torch version and thread count (both recorded); a machine-mode snapshot
-only on the kind of CPU that made it. Full MNIST cells read --data-root or $STE_DATA_ROOT.
+A snapshot made in portable mode (the default determinism) reproduces on the CPUs where
+portable mode was verified (Intel and AMD with AVX2: README, Reproducibility), given the same
+torch version and thread count (both recorded); a machine-mode snapshot only on the kind of CPU
+that made it. When a cell differs, the recorded and the current CPU, ATen capability, MKL branch
+in force, oneDNN ISA, threads and versions are printed beside it, with what the difference
+means; `pytest tests/test_kernel_fingerprint.py` then names the op whose kernel differs.
+Full MNIST cells read --data-root or $STE_DATA_ROOT.
 """
 
 
@@ -56,13 +60,15 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Re-train the chosen cells; print one line per cell; 0 when all are bit-identical."""
     # analysis (pandas) and the engine (torch) are slow to import: only this command loads them
-    from analysis.sources.snapshot import read_snapshot
+    from analysis.sources.snapshot import read_meta, read_snapshot
     from analysis.sources.table import StoreError
     from runners.engine.train import train_run
     from runners.store.format import METRICS, read_jsonl, run_dir
+    from runners.store.runtime import runtime_record
 
     try:
         table = read_snapshot(args.snapshot).table
+        recorded_runtimes = read_meta(args.snapshot).get("runtime") or {}
     except StoreError as exc:
         raise UserError(str(exc)) from None
     chosen = _choose(table, args.cells, args.run_id)
@@ -79,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 records = read_jsonl(run_dir(store, run_id) / METRICS)
                 reports.append({"run_id": run_id, **compare(rows, records)})
+            if not reports[-1]["same"]:
+                recorded = recorded_runtimes.get(run_id)
+                current = runtime_record(run_dir(store, run_id))
+                reports[-1]["recorded_runtime"], reports[-1]["runtime"] = recorded, current
+                reports[-1]["explanation"] = explain(recorded, current)
             print(_line(reports[-1]), flush=True)
     if args.json:
         import json  # the report as JSON, after the human lines
@@ -158,12 +169,57 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+# What decides CPU rounding, in the order a reader checks them (labels for `explain`).
+_RUNTIME_FIELDS = (
+    ("cpu_vendor", "CPU vendor"), ("cpu_model", "CPU model"), ("cpu_capability", "ATen capability"),
+    ("mkl_branch", "MKL branch in force"), ("onednn_isa", "oneDNN ISA"),
+    ("torch_threads", "threads"), ("torch", "torch"), ("mkl_version", "MKL"),
+    ("determinism", "determinism"), ("device", "device"),
+)  # fmt: skip
+_KERNEL_KEYS = ("cpu_capability", "mkl_branch", "onednn_isa", "torch_threads", "torch",
+                "mkl_version", "determinism", "device")  # fmt: skip
+
+
+def explain(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """Lines that put a difference in context: the recorded and the current runtime side by side
+    (CPU, ATen capability, MKL branch, oneDNN ISA, threads, versions) and what they imply."""
+    if not current:
+        return ["the re-trained run recorded no runtime"]
+    if not recorded:
+        here = ", ".join(f"{label} {current.get(key)}" for key, label in _RUNTIME_FIELDS)
+        return [
+            "the snapshot does not record where its cells were trained (made before runtimes "
+            "were kept); here: " + here
+        ]
+    lines = []
+    for key, label in _RUNTIME_FIELDS:
+        then, now = recorded.get(key), current.get(key)
+        mark = "  " if then == now else "≠ "
+        lines.append(f"{mark}{label:<20} recorded {then!s:<34} here {now}")
+    changed = [key for key in _KERNEL_KEYS if recorded.get(key) != current.get(key)]
+    if changed:
+        names = ", ".join(label for key, label in _RUNTIME_FIELDS if key in changed)
+        lines.append(f"expected: the kernels or their settings differ ({names})")
+    elif recorded.get("determinism") != "portable":
+        lines.append("expected unless the CPU is of the same kind: machine-mode kernels are "
+                     "chosen by the CPU")  # fmt: skip
+    else:
+        lines.append(
+            "not expected: same portable kernels on "
+            + ("another CPU" if recorded.get("cpu_model") != current.get("cpu_model") else
+               "the same kind of CPU")
+            + "; run `pytest tests/test_kernel_fingerprint.py` to name the op that differs"
+        )  # fmt: skip
+    return lines
+
+
 def _line(report: dict[str, Any]) -> str:
     if report.get("status") != "completed":
         return f"{report['run_id']}: re-training ended {report.get('status')}"
     if report["same"]:
         return f"{report['run_id']}: bit-identical ({report['compared']} values)"
-    return (
+    head = (
         f"{report['run_id']}: DIFFERS, largest difference {report['max_abs_diff']:.3g}; first: "
         f"{report['first_difference']}"
     )
+    return "\n".join([head, *("    " + line for line in report.get("explanation", []))])
