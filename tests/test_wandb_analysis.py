@@ -181,3 +181,51 @@ def test_the_condition_key_is_the_analysis_label(factors):
     group_by = sorted((a for a in axes if a != "seed"), key=lambda a: a != "estimator")
     (expected,) = condition_labels(frame, group_by)
     assert condition_label(factors, factors["estimator"]) == expected
+
+
+GRID = """\
+name: est-lr
+base: {dataset: mnist-mini, train_subset: 128, test_subset: 64, epochs: 1, code_channels: 32,
+       device: cpu, num_threads: 1, diagnostics: "off"}
+grid:
+  estimator: [identity, "sigmoid(beta=4)"]
+  lr: [0.001, 0.01]
+  seed: [0]
+"""
+
+
+@pytest.mark.slow
+def test_a_grid_over_estimator_and_lr_groups_by_both(tmp_path, capsys):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(GRID)
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store), "--wandb", "offline"]) == 0
+    configs = {}
+    for folder in offline_runs(store):
+        (run,) = of_type(wandb_records(folder), "run")
+        configs[run["run_id"]] = run["config"]["update"]
+    assert len(configs) == 4
+    # Each axis is a top-level config key (W&B groups by any, or several), and `condition`
+    # joins them the way the analysis compares them.
+    pairs = {(c["estimator"], c["lr"]) for c in configs.values()}
+    assert pairs == {(e, lr) for e in ("identity", "sigmoid(beta=4)") for lr in (0.001, 0.01)}
+    for config in configs.values():
+        assert config["factors"] == {
+            "estimator": config["estimator"],
+            "lr": config["lr"],
+            "seed": 0,
+        }
+        assert config["condition"] == f"{config['estimator']}, lr={config['lr']}"
+
+    capsys.readouterr()
+    out = tmp_path / "report"
+    argv = ["analyze", str(spec), "--store", str(store), "--out", str(out), "--resamples", "99"]
+    assert main([*argv, "--wandb", "offline"]) == 0
+    (analysis,) = [f for f in offline_runs(store) if "analysis-est-lr" in f.name]
+    records = wandb_records(analysis)
+    summary = _table(analysis, _history(records), "tables/summary")
+    assert set(summary["condition"]) == {c["condition"] for c in configs.values()}
+    assert of_type(records, "run")[0]["config"]["update"]["condition_factors"] == [
+        "estimator",
+        "lr",
+    ]
