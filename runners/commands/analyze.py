@@ -35,6 +35,7 @@ examples:
   ste-ablate analyze ablations/quickstart.yaml                       store ste-store, test_mse
   ste-ablate analyze ablations/estimators.yaml --metric probe_accuracy --out reports/probe
   ste-ablate analyze --snapshot paper/snapshots/estimators.csv       no store needed
+  ste-ablate analyze ablations/quickstart.yaml --wandb offline       also as a W&B run
 
 Writes into --out (default reports/<spec name>): summary.csv, pairwise.csv, cells.csv,
 omnibus.json, table.tex (booktabs), figures/*.pdf|png and a self-contained report.html, whose
@@ -43,6 +44,9 @@ missing, failed, diverged, interrupted, running and corrupt cells are counted an
 Seeds shared by two estimators make their comparison paired (Wilcoxon signed-rank, paired t);
 otherwise Mann-Whitney U and Welch's t. Holm (default) or Benjamini-Hochberg across all pairs.
 Every bootstrap is seeded (--seed): rerunning gives byte-identical files.
+With --wandb the analysis also becomes one W&B run in the spec's group (job_type analysis), after
+the report is written: look at it online, offline with `wandb leet STORE/wandb`, upload it later
+with `wandb sync`. A W&B failure is a warning; the report stays.
 """
 
 

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also publish the analysis as one W&B run in the spec's group (job_type analysis): "
         "tables, figures (PNG, written too), findings, LaTeX table, report. Bare --wandb = auto: "
         "online with credentials, else offline (into STORE/wandb, or WANDB_DIR, or ./wandb "
-        "for a snapshot). Rerunning replaces it. Default off",
+        "for a snapshot). Rerunning replaces it. Default off. Put it after SPEC",
     )
     parser.add_argument(
         "--wandb-project",
