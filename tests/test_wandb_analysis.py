@@ -229,3 +229,42 @@ def test_a_grid_over_estimator_and_lr_groups_by_both(tmp_path, capsys):
         "estimator",
         "lr",
     ]
+
+
+class _ApiRun:
+    """What `scan_wandb` reads of a W&B public-API run (the API needs the server)."""
+
+    def __init__(self, job_type: str, config: dict, summary: dict, history: list) -> None:
+        self.job_type, self.config, self.summary, self._history = job_type, config, summary, history
+        self.name, self.state = config.get("run_id", "analysis: test_mse"), "finished"
+
+    def scan_history(self) -> list:
+        return self._history
+
+
+class _Api:
+    def __init__(self, runs: list[_ApiRun]) -> None:
+        self._runs = runs
+
+    def runs(self, path: str, filters: dict) -> list[_ApiRun]:
+        return self._runs
+
+
+def test_reading_a_group_from_wandb_skips_its_analysis_run():
+    factors = {"estimator": "hardtanh", "seed": 0}
+    cell = _ApiRun(
+        "hardtanh",
+        {**factors, "run_id": "hardtanh-s0-abc", "spec": "pair", "factors": factors,
+         "condition": "hardtanh"},
+        {"status": "completed", "test_mse": 0.04},
+        [{"epoch": 1, "global_step": 4, "epoch/test_mse": 0.04}],
+    )  # fmt: skip
+    analysis = _ApiRun(
+        "analysis",
+        {"spec": {"name": "pair"}, "study": {"metric": "test_mse"}},
+        {"metric": "test_mse", "conditions": 1},
+        [{"tables/summary": {"_type": "table-file"}}],
+    )
+    data = wandb_runs.scan_wandb("proj", "pair", api=_Api([cell, analysis]))
+    assert list(data.cells["run_id"]) == ["hardtanh-s0-abc"]
+    assert "condition" not in data.table.columns  # a W&B grouping key, not a run setting

@@ -284,7 +284,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = executor.run(tasks)
     if wandb.mode == "offline":
         where = wandb_root(wandb)
-        print(f"W&B runs are offline; upload them with: wandb sync {where}/offline-run-*")
+        print(
+            f"W&B runs are offline; look at them with: wandb leet {where}; "
+            f"upload them with: wandb sync {where}/offline-run-*"
+        )
     return _finish(spec, cells, store, signum=outcome.signum, started=started)
 
 
