@@ -5,6 +5,7 @@ keys that let the W&B UI group cells by every grid axis."""
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ def test_analyze_publishes_tables_figures_and_text_offline(study, tmp_path, caps
     findings = page.split('<p class="findings"><strong>Findings.</strong> ', 1)[1]
     assert findings.split("</p>")[0] in _html(run_folder, item, "text/findings")
     assert "\\toprule" in _html(run_folder, item, "text/latex_table")
+    omnibus = html.escape((out / "omnibus.json").read_text())
+    assert f"<pre>{omnibus}</pre>" in _html(run_folder, item, "text/omnibus")
     assert _html(run_folder, item, "text/report") == page
     final = final_summary(records)
     assert final["metric"] == "test_mse" and final["conditions"] == 3

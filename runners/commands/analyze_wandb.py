@@ -132,7 +132,11 @@ def build(
             "methods": f"<p>{_esc(methods_paragraph(result))}</p>",
             "warnings": "".join(f"<p>{_esc(w)}</p>" for w in result.warnings) or "<p>none</p>",
         },
-        preformatted={"latex_table": (out / "table.tex").read_text(encoding="utf-8")},
+        preformatted={
+            "latex_table": (out / "table.tex").read_text(encoding="utf-8"),
+            # omnibus test, ranks, critical-difference groups, ties, the seed planner
+            "omnibus": (out / "omnibus.json").read_text(encoding="utf-8"),
+        },
         report_html=(out / "report.html").read_text(encoding="utf-8"),
         config={
             "spec": {

@@ -3,7 +3,7 @@
 Layout: group = the spec's name, job_type ``analysis``, name ``analysis: <metric>``. One logged
 step holds ``tables/<name>`` (W&B Tables: summary, pairwise, cells), ``figures/<name>`` (every
 figure of the report, as an image with its caption) and ``text/<name>`` (HTML: the findings, the
-methods, the LaTeX table, the whole report). The run summary holds a few scalars (metric,
+methods, the warnings, the LaTeX table, omnibus.json, the whole report). The run summary holds a few scalars (metric,
 direction, conditions, best) and the findings as text; the config holds the spec, the source
 (the store or the snapshot and its sha256), the study's settings and the package versions.
 
@@ -58,7 +58,7 @@ class AnalysisPublication:
         tables: name -> (columns, rows); non-finite numbers become empty cells.
         figures: the report's figures.
         texts: name -> HTML fragment (findings, methods) shown as a W&B HTML panel.
-        preformatted: name -> plain text (the LaTeX table) shown verbatim.
+        preformatted: name -> plain text (the LaTeX table, omnibus.json) shown verbatim.
         report_html: the self-contained report page, published whole (None: left out).
         config: the run's config (spec, source, settings, package versions).
         summary: scalars for the run summary.
