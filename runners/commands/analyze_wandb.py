@@ -149,7 +149,7 @@ def build(
             "source": source,
             "study": asdict(result.config),
             "condition_factors": list(result.group_by),
-            "report": str(out),
+            "report": str(out.resolve()),
             "packages": package_versions(),
         },
         summary={
