@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "run",
     "status",
     "analyze",
+    "dashboard",
     "gradcheck",
     "reproduce",
     "bench",

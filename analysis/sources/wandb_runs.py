@@ -2,10 +2,11 @@
 
 For users whose results live only in W&B. The layout read is the one `runners.tracking.wandb_tracker`
 writes: one W&B run per cell, group = the spec's name, config = the resolved run config plus
-`run_id`, `spec` and `factors`; epoch metrics as `epoch/<key>` against the custom step `epoch`
-(and `global_step`); the final summary's scalars (with `status`) in the run summary. The full
+`run_id`, `spec`, `factors` and `condition`; epoch metrics as `epoch/<key>` against the custom
+step `epoch` (and `global_step`); the final summary's scalars (with `status`) in the run summary. The full
 history is read with `run.scan_history()` (every row), not `run.history()` (a sample).
-Per-bit rates are only a histogram in W&B, so no `bits` come back.
+Per-bit rates are only a histogram in W&B, so no `bits` come back. The group's published
+analysis (job_type `analysis`, from `ste-ablate analyze --wandb`) is not a cell and is skipped.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ _STATE_STATUS = {
     "preempted": "interrupted",
     "preempting": "interrupted",
 }
-_CONFIG_EXTRAS = ("run_id", "spec", "factors")
+# The job_type of a spec's published analysis (runners.tracking.analysis_run): not a cell.
+ANALYSIS_JOB_TYPE = "analysis"
+_CONFIG_EXTRAS = ("run_id", "spec", "factors", "condition")
 
 
 def record_from_wandb(
@@ -109,6 +112,8 @@ def scan_wandb(
         raise StoreError(f"cannot list W&B runs of {path} group {group!r}: {exc}") from None
     found: dict[str, CellRecord] = {}
     for run in runs:
+        if getattr(run, "job_type", None) == ANALYSIS_JOB_TYPE:
+            continue
         rec = record_from_wandb(
             dict(run.config),
             dict(getattr(run.summary, "_json_dict", run.summary) or {}),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners.commands import analyze_wandb
 from runners.commands.grid_table import (
     add_max_cells,
     at_least_one,
@@ -36,6 +37,7 @@ examples:
   ste-ablate analyze ablations/quickstart.yaml                       store ste-store, test_mse
   ste-ablate analyze ablations/estimators.yaml --metric probe_accuracy --out reports/probe
   ste-ablate analyze --snapshot paper/snapshots/estimators.csv       no store needed
+  ste-ablate analyze ablations/quickstart.yaml --wandb offline       also as a W&B run
 
 Writes into --out (default reports/<spec name>): summary.csv, pairwise.csv, cells.csv,
 omnibus.json, table.tex (booktabs), figures/*.pdf|png and a self-contained report.html, whose
@@ -44,6 +46,9 @@ missing, failed, diverged, interrupted, running and corrupt cells are counted an
 Seeds shared by two estimators make their comparison paired (Wilcoxon signed-rank, paired t);
 otherwise Mann-Whitney U and Welch's t. Holm (default) or Benjamini-Hochberg across all pairs.
 Every bootstrap is seeded (--seed): rerunning gives byte-identical files.
+With --wandb the analysis also becomes one W&B run in the spec's group (job_type analysis), after
+the report is written: look at it online, offline with `wandb leet STORE/wandb`, upload it later
+with `wandb sync`. A W&B failure is a warning; the report stays.
 """
 
 
@@ -127,6 +132,7 @@ def register(subparsers: Any) -> None:
     ana.add_argument(
         "--formats", default="pdf,png", help="figure formats, comma-separated (pdf,png,svg)"
     )
+    analyze_wandb.add_arguments(ana)
     add_max_cells(ana)
     ana.set_defaults(func=_analyze)
 
@@ -202,6 +208,9 @@ def _analyze(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ("pdf", "png", "svg")]
     if bad or not formats:
         raise UserError(f"--formats takes pdf, png, svg (comma-separated), not {args.formats!r}")
+    if args.wandb != "off" and "png" not in formats:
+        formats.append("png")  # the images W&B gets
+    store = None
     try:
         if args.snapshot:
             data = read_snapshot(args.snapshot)
@@ -221,6 +230,7 @@ def _analyze(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                 spec.name = given.name
+                spec.extra.update(given.extra)
             spec.extra["source"] = data.source
         else:
             if not args.spec:
@@ -272,6 +282,7 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
+    analyze_wandb.publish(args, result, report.parent, spec=spec, store=store)
     print(report)
     return 0
 
@@ -296,7 +307,12 @@ def _load_spec(path: str, max_cells: int = MAX_CELLS) -> _Spec:
     if not spec_path.is_file():
         raise UserError(f"spec {path} not found")
     spec = load_spec(spec_path, max_cells=max_cells)
-    return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells))
+    wandb = {
+        "wandb_project": spec.wandb.project,
+        "wandb_entity": spec.wandb.entity,
+        "wandb_tags": spec.wandb.tags,
+    }
+    return _Spec(spec.name, spec.sha256, str(spec_path), list(spec.axes), list(spec.cells), wandb)
 
 
 def _check_store(store: str) -> None:

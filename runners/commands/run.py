@@ -33,8 +33,8 @@ from runners.tracking.wandb_tracker import (
     DEFAULT_PROJECT,
     WANDB_MODES,
     WandbOptions,
-    resolve_mode,
-    writable_folder,
+    resolve_options,
+    wandb_root,
 )
 
 # Executors, stacking, data and device modules import torch (about 2 s): the functions that need
@@ -283,8 +283,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     outcome = executor.run(tasks)
     if wandb.mode == "offline":
-        where = Path(wandb.directory or os.environ.get("WANDB_DIR") or ".") / "wandb"
-        print(f"W&B runs are offline; upload them with: wandb sync {where}/offline-run-*")
+        where = wandb_root(wandb)
+        print(
+            f"W&B runs are offline; look at them with: wandb leet {where}; "
+            f"upload them with: wandb sync {where}/offline-run-*"
+        )
     return _finish(spec, cells, store, signum=outcome.signum, started=started)
 
 
@@ -351,24 +354,13 @@ def _writable(folder: Path) -> bool:
 
 
 def _wandb_options(args: argparse.Namespace, spec: Spec, store: Path) -> WandbOptions:
-    mode, message = resolve_mode(args.wandb)
-    env_dir = os.environ.get("WANDB_DIR")
-    directory = None if env_dir else str(store.resolve())
-    if message:
-        print(f"W&B: {message}", file=sys.stderr)
-    if mode != "disabled" and env_dir and not writable_folder(env_dir):
-        directory = str(store.resolve())
-        print(
-            f"W&B: WANDB_DIR {env_dir} is not writable; W&B files go to {directory}/wandb",
-            file=sys.stderr,
-        )
-    return WandbOptions(
-        mode=mode,
-        project=args.wandb_project or spec.wandb.project or DEFAULT_PROJECT,
+    return resolve_options(
+        args.wandb,
+        store=store,
+        project=args.wandb_project or spec.wandb.project,
         entity=args.wandb_entity or spec.wandb.entity,
         group=spec.name,
         tags=spec.wandb.tags,
-        directory=directory,
     )
 
 

@@ -30,7 +30,12 @@ from runners.speed.stacking import stack_key
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json, read_jsonl
 from runners.tracking.tracker import SafeTracker, Tracker
-from runners.tracking.wandb_tracker import WandbOptions, display_name, make_tracker
+from runners.tracking.wandb_tracker import (
+    WandbOptions,
+    condition_label,
+    display_name,
+    make_tracker,
+)
 
 # Set in pool workers by the executor: the device (one GPU per worker).
 _WORKER_DEVICE: str | None = None
@@ -142,7 +147,13 @@ def cell_tracker(task: CellTask) -> Tracker:
         replace(opts, group=opts.group or task.spec_name),
         job_type=config.estimator,
         name=display_name(config.estimator, config.seed, task.factors),
-        extra_config={"spec": task.spec_name, "factors": dict(task.factors)},
+        extra_config={
+            "spec": task.spec_name,
+            "factors": dict(task.factors),
+            # Every grid axis is a top-level config key already (a RunConfig field); the
+            # condition joins the non-seed ones into the one key the analysis compares by.
+            "condition": condition_label(task.factors, config.estimator),
+        },
     )
 
 

@@ -80,6 +80,16 @@ def wandb_run_id(run_id: str) -> str:
     return "".join("-" if c in ":;,#?/'" or c.isspace() else c for c in run_id)[:128]
 
 
+def condition_label(factors: dict[str, Any], estimator: str) -> str:
+    """The condition a cell belongs to, as the analysis labels it: the estimator spec, then
+    ``factor=value`` for every other grid factor but the seed (``"hardtanh, lr=0.01"``).
+
+    One W&B config key that groups the runs exactly as the analysis compares them.
+    """
+    others = [f"{k}={v}" for k, v in factors.items() if k not in ("estimator", "seed")]
+    return ", ".join([str(factors.get("estimator", estimator)), *others])
+
+
 def display_name(estimator: str, seed: int, factors: dict[str, Any] | None = None) -> str:
     """A readable W&B run name: ``sigmoid(beta=4)-s3`` plus any other grid factors."""
     extra = [f"{k}={v}" for k, v in (factors or {}).items() if k not in ("estimator", "seed")]
@@ -105,6 +115,46 @@ class WandbOptions:
     tags: tuple[str, ...] = ()
     directory: str | None = None
     init_timeout: float = DEFAULT_INIT_TIMEOUT_S
+
+
+def resolve_options(
+    choice: str,
+    *,
+    store: str | os.PathLike[str] | None,
+    project: str | None = None,
+    entity: str | None = None,
+    group: str | None = None,
+    tags: tuple[str, ...] = (),
+) -> WandbOptions:
+    """The W&B options for a `--wandb CHOICE` flag (see `resolve_mode`); says on stderr why a
+    mode or a folder was changed.
+
+    W&B's files go to WANDB_DIR when it is set and writable, else to `store` (`STORE/wandb/`);
+    with neither, to W&B's own default (the current folder).
+    """
+    mode, message = resolve_mode(choice)
+    env_dir = os.environ.get("WANDB_DIR")
+    fallback = str(Path(store).resolve()) if store is not None else None
+    directory = None if env_dir else fallback
+    if message:
+        print(f"W&B: {message}", file=sys.stderr)
+    if mode != "disabled" and env_dir and not writable_folder(env_dir):
+        directory = fallback
+        where = f"{directory}/wandb" if directory else "the current folder"
+        print(f"W&B: WANDB_DIR {env_dir} is not writable; W&B files go to {where}", file=sys.stderr)
+    return WandbOptions(
+        mode=mode,
+        project=project or DEFAULT_PROJECT,
+        entity=entity,
+        group=group,
+        tags=tuple(tags),
+        directory=directory,
+    )
+
+
+def wandb_root(options: WandbOptions) -> Path:
+    """The `wandb/` folder the runs of `options` write into."""
+    return Path(options.directory or os.environ.get("WANDB_DIR") or ".") / "wandb"
 
 
 def make_tracker(
@@ -152,7 +202,6 @@ class WandbTracker(Tracker):
         """Start (or resume) the cell's W&B run; falls back to offline if online start-up fails."""
         if self.run is not None:
             return
-        wandb = _client()
         opts = self.options
         # The image comes at the end; without epochs logged in this process (a resume right
         # before the end) it still belongs to the last epoch.
@@ -169,26 +218,7 @@ class WandbTracker(Tracker):
             resume="allow",
             dir=opts.directory,
         )
-        if opts.directory:
-            Path(opts.directory).mkdir(parents=True, exist_ok=True)
-        _silence_terminal(wandb)
-        if self.mode == "online" and _ONLINE_FAILED:
-            # One timeout per process is enough: later cells go offline at once.
-            self.mode = "offline"
-        try:
-            self.run = wandb.init(mode=self.mode, settings=self._settings(), **kwargs)
-        except Exception as exc:
-            if self.mode != "online":
-                raise
-            _warn(
-                f"W&B online start-up failed ({_one_line(exc)}); logging offline from now on "
-                "(upload later with `wandb sync`)"
-            )
-            _ONLINE_FAILED.append(run_id)
-            self.mode = "offline"
-            # The failed attempt still holds the run id in W&B's service process: restart it.
-            wandb.teardown()
-            self.run = wandb.init(mode="offline", settings=self._settings(), **kwargs)
+        self.run, self.mode = start_run(opts, self.mode, kwargs)
         # Custom step axes: resuming never fights W&B's internal, monotonically growing _step.
         self.run.define_metric("global_step", hidden=True)
         self.run.define_metric("epoch", hidden=True)
@@ -209,7 +239,7 @@ class WandbTracker(Tracker):
         """Log the epoch record's scalars as ``epoch/<key>`` and bit rates as a histogram."""
         if self.run is None:
             return
-        wandb = _client()
+        wandb = wandb_client()
         self._epoch = epoch
         data: dict[str, Any] = {"epoch": epoch}
         if isinstance(record.get("step"), int):
@@ -227,7 +257,9 @@ class WandbTracker(Tracker):
         """Log an image file (e.g. the reconstruction figure) against the current epoch."""
         if self.run is None:
             return
-        self._log({key: _client().Image(str(path), caption=Path(path).name), "epoch": self._epoch})
+        self._log(
+            {key: wandb_client().Image(str(path), caption=Path(path).name), "epoch": self._epoch}
+        )
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Write the final summary's scalars and close the run (a no-op when already closed)."""
@@ -248,23 +280,53 @@ class WandbTracker(Tracker):
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _settings(self) -> Any:
-        # silent: the grid prints its own progress; console off: don't wrap stdout/tqdm.
-        # reinit="create_new": stacked training keeps K runs open in one process; the default
-        # would hand every later wandb.init the first, still-open run.
-        return _client().Settings(
-            init_timeout=self.options.init_timeout,
-            silent=True,
-            console="off",
-            reinit="create_new",
-        )
-
     def _log(self, data: dict[str, Any]) -> None:
         if self.run is not None:
             self.run.log(data)
 
 
-def _client() -> Any:
+def start_run(options: WandbOptions, mode: str, kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """`wandb.init(mode=mode, **kwargs)` with the package's settings; returns (run, mode).
+
+    An online start-up that fails (no network, a server that does not answer within
+    `options.init_timeout`) warns once and starts the run offline instead; once that happened
+    in this process, later online starts go offline at once. Other failures raise.
+    """
+    wandb = wandb_client()
+    if options.directory:
+        Path(options.directory).mkdir(parents=True, exist_ok=True)
+    _silence_terminal(wandb)
+    if mode == "online" and _ONLINE_FAILED:
+        # One timeout per process is enough: later runs go offline at once.
+        mode = "offline"
+    try:
+        return wandb.init(mode=mode, settings=_settings(options), **kwargs), mode
+    except Exception as exc:
+        if mode != "online":
+            raise
+        _warn(
+            f"W&B online start-up failed ({_one_line(exc)}); logging offline from now on "
+            "(upload later with `wandb sync`)"
+        )
+        _ONLINE_FAILED.append(str(kwargs.get("id")))
+        # The failed attempt still holds the run id in W&B's service process: restart it.
+        wandb.teardown()
+        return wandb.init(mode="offline", settings=_settings(options), **kwargs), "offline"
+
+
+def _settings(options: WandbOptions) -> Any:
+    # silent: the grid prints its own progress; console off: don't wrap stdout/tqdm.
+    # reinit="create_new": stacked training keeps K runs open in one process; the default
+    # would hand every later wandb.init the first, still-open run.
+    return wandb_client().Settings(
+        init_timeout=options.init_timeout,
+        silent=True,
+        console="off",
+        reinit="create_new",
+    )
+
+
+def wandb_client() -> Any:
     # The wandb client is imported on first use: it is optional and takes about a second.
     import wandb
 
