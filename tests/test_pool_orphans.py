@@ -107,7 +107,7 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_a_checkpoint(pool_run):
     assert len(training) == 1 and len(workers) >= 2  # a training worker, an idle one (+ tracker)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    # They used to live on forever (about 1 GB each), ignoring SIGTERM.
+    # Orphaned workers would hold about 1 GB each: every one must be gone.
     wait_until(lambda: not any(alive(pid) for pid in workers), 30, "workers outlived the parent")
     info = run_store.cell_info(long)
     assert info.state == "interrupted" and info.summary["error"].startswith("interrupted by")

@@ -132,7 +132,7 @@ def register(subparsers: Any) -> None:
         "figures",
         help="regenerate the paper's figures and tables from committed snapshots",
         description="Rebuild every figure and table listed in a manifest from result snapshots, "
-        "without training; byte-identical on rerun. See analysis/figures.py for the format.",
+        "without training; byte-identical on rerun. See analysis/render/figures.py for the format.",
     )
     fig.add_argument(
         "manifest", nargs="?", default=DEFAULT_MANIFEST, help=f"manifest ({DEFAULT_MANIFEST})"
