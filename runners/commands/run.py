@@ -21,8 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from runners.commands import run_slurm
-from runners.commands.grid_table import add_spec_and_store, at_least_one, check_store, print_cells
-from runners.determinism import MODES as DETERMINISM_MODES
+from runners.commands.grid_table import (
+    add_determinism,
+    add_spec_and_store,
+    at_least_one,
+    check_store,
+    print_cells,
+    with_determinism,
+)
 from runners.determinism import pinned_mode
 from runners.errors import UserError
 from runners.grids.spec import Cell, Spec, load_spec
@@ -122,11 +128,12 @@ def register(subparsers: Any) -> None:
         "runs)",
     )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
-    run.add_argument(
-        "--determinism",
-        choices=DETERMINISM_MODES,
-        help="the CPU kernels this process pins before torch loads; it must match the spec's "
-        "(default: the spec's `determinism`, else portable)",
+    add_determinism(
+        run,
+        "CPU kernels for every cell, overriding the spec's `determinism` (default: the spec's, "
+        "else portable); pinned before torch loads. A portable run's id includes its "
+        "determinism, so the cells get the ids of that mode: pass the same flag to status, "
+        "snapshot and analyze",
     )
     run.add_argument(
         "--num-threads",
@@ -201,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runners.executors.display import ProgressOptions
     from runners.executors.local import local_executor, plan_workers
 
-    spec = load_spec(args.spec, max_cells=args.max_cells)
+    spec = with_determinism(load_spec(args.spec, max_cells=args.max_cells), args.determinism)
     cells = _with_execution(
         spec.cells,
         device=args.device,
