@@ -261,6 +261,13 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
+    barely = [c["condition"] for c in result.budget.get("conditions", []) if c["barely"]]
+    if barely:
+        print(
+            f"note: {', '.join(barely)}: no better, or barely, than the trivial reconstruction "
+            "(the mean training image); see the report's first paragraph",
+            file=sys.stderr,
+        )
     print(report)
     return 0
 

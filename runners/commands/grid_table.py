@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.determinism import MODES as DETERMINISM_MODES
+from runners.determinism import pinned_mode
 from runners.errors import UserError
 from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import Cell, Spec
@@ -79,6 +80,22 @@ def with_determinism(spec: Spec, mode: str | None) -> Spec:
             "axis has several values): drop the flag or the axis"
         )
     return replace(spec, cells=cells)
+
+
+def check_determinism(cells: list[Cell]) -> None:
+    """One determinism per invocation, the one `ste-ablate` pinned before torch loaded."""
+    modes = sorted({c.config.determinism for c in cells})
+    if len(modes) > 1:
+        raise UserError(
+            f"the spec mixes determinism modes ({', '.join(modes)}): CPU kernels are chosen once "
+            "per process, so put each mode in its own spec"
+        )
+    pinned = pinned_mode()
+    if modes and pinned is not None and modes[0] != pinned:
+        raise UserError(
+            f"the spec's cells train with determinism {modes[0]!r} but this process pinned "
+            f"{pinned!r}; pass --determinism {modes[0]} to match"
+        )
 
 
 def at_least_one(flag: str, what: str) -> Any:
