@@ -101,6 +101,7 @@ def pool_run(tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_kill_9_of_the_parent_leaves_no_worker_and_a_checkpoint(pool_run):
     process, (short, long), workers = pool_run
     training = [pid for pid in workers if holds_lock(pid, long)]
@@ -117,6 +118,7 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_a_checkpoint(pool_run):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_an_idle_worker_exits_on_sigterm(pool_run):
     process, (short, long), workers = pool_run
     idle = [pid for pid in workers if not holds_lock(pid, long) and not holds_lock(pid, short)]
