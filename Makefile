@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STORE  ?= ste-store
+# pytest-xdist processes for the test suites: every test trains on one thread, so 2 fit 2 cores
+TEST_WORKERS ?= 2
 export PYTHONHASHSEED := 0
 
 .PHONY: all venv demo test test-slow test-slurm lint format figures bench clean
@@ -26,11 +28,13 @@ demo: $(STAMP)
 
 ## test: the CPU suite without the long tests, about 3 minutes (what CI runs first)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ## test-slow: the long tests (integration through the CLI, kill/resume, chaos, golden values, benchmark smoke tests); CI runs them
+## (in TEST_WORKERS processes, then the kill and signal tests timed against a training process alone)
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m "slow and not serial" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m "slow and serial"
 
 ## test-slurm: the tests that need the local SLURM cluster (scripts/slurm-local.sh start)
 test-slurm: $(STAMP)

@@ -24,6 +24,10 @@ from analysis.stats.pairwise import pairwise as pairwise_comparisons
 from analysis.stats.summary import N_RESAMPLES, summarize
 from analysis.stats.ties import find_ties
 
+# A condition whose mean test MSE is above this share of the trivial reconstruction's barely
+# beats it: its models learnt little more than the average image.
+BARELY_BEATS = 0.9
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -57,6 +61,7 @@ class StudyResult:
     pairwise: pd.DataFrame
     omnibus: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lower_is_better(self) -> bool:
@@ -137,6 +142,7 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
         seed=config.seed,
         confidence=config.confidence,
         n_resamples=config.n_resamples,
+        seeds={c: v.index.to_numpy() for c, v in values.items()},
     )
     summary = _add_counts(summary, cells)
     pairwise = pairwise_comparisons(
@@ -157,6 +163,7 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
     # Ties compare whole runs (every metric, every epoch), not only the analysed value.
     completed = table[(table["status"] == "completed") & table["condition"].isin(order)]
     omni["ties"] = find_ties(completed, order, exclude=TIMING_METRICS)
+    budget = training_budget(completed, order)
     return StudyResult(
         config=config,
         direction=direction,
@@ -170,7 +177,62 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
         pairwise=pairwise,
         omnibus=omni,
         warnings=warnings,
+        budget=budget,
     )
+
+
+def training_budget(completed: pd.DataFrame, order: list[str]) -> dict[str, Any]:
+    """What the completed runs trained for, and each condition against the trivial baseline.
+
+    Args:
+        completed: tidy rows of completed runs, with a `condition` column.
+        order: the conditions, in report order.
+
+    Returns:
+        steps, images, batch_size: [min, max] over the runs' last epochs (None where the runs do
+        not record it); conditions: per condition its mean final test MSE, the mean
+        `mean_image_mse` (the test MSE of the mean training image) and their ratio `share`
+        (None without both), and `barely` (share above BARELY_BEATS); threshold: BARELY_BEATS.
+    """
+    rows = completed[completed["metric"].notna()]
+    last = rows[rows["epoch"] == rows.groupby("run_id")["epoch"].transform("max")]
+
+    def span(values: pd.Series) -> list[int] | None:
+        values = pd.to_numeric(values, errors="coerce").dropna()
+        return [int(values.min()), int(values.max())] if len(values) else None
+
+    def per_run(metric: str) -> pd.Series:
+        picked = last[last["metric"] == metric]
+        return picked.set_index("run_id")["value"].astype(float)
+
+    runs = last.drop_duplicates("run_id").set_index("run_id")
+    batch = runs["batch_size"] if "batch_size" in runs.columns else pd.Series(dtype=float)
+    mse, trivial = per_run("test_mse"), per_run("mean_image_mse")
+    conditions = []
+    for cond in order:
+        ids = runs.index[runs["condition"] == cond]
+        own = mse.reindex(ids).dropna()
+        base = trivial.reindex(ids).dropna()
+        mean = float(own.mean()) if len(own) else None
+        floor = float(base.mean()) if len(base) else None
+        share = mean / floor if mean is not None and floor else None
+        conditions.append(
+            {
+                "condition": cond,
+                "test_mse": mean,
+                "mean_image_mse": floor,
+                "share": share,
+                "barely": share is not None and share > BARELY_BEATS,
+            }
+        )
+    return {
+        "runs": len(runs),
+        "steps": span(runs["step"]) if "step" in runs.columns else None,
+        "images": span(per_run("images_seen")),
+        "batch_size": span(batch),
+        "conditions": conditions,
+        "threshold": BARELY_BEATS,
+    }
 
 
 def _add_counts(summary: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,6 @@ that equal configs give equal run ids.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -19,7 +18,7 @@ from typing import Any, ClassVar
 
 from runners.determinism import DEFAULT_MODE
 from runners.determinism import MODES as DETERMINISM_MODES
-from runners.errors import short_repr
+from runners.errors import short_repr, unknown_name
 from runners.store.format import IDENTITY_FIELDS, identity_of, run_id_for
 
 # Images per split of each dataset (train, test); train_subset/test_subset may not exceed them.
@@ -28,6 +27,19 @@ PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
 DIAGNOSTICS = ("epoch", "off")
 KEEP_CHECKPOINT = ("final", "none")
+# Other names for a field, where spelling is too far off for a close match to find it.
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "learning-rate": "lr",
+    "num_epochs": "epochs",
+    "n_epochs": "epochs",
+    "bs": "batch_size",
+    "random_seed": "seed",
+    "threads": "num_threads",
+    "n_threads": "num_threads",
+    "bits": "code_channels",
+    "code_bits": "code_channels",
+}
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Upper bounds: a value past them is a typo, not an experiment (and an unbounded seed makes a
 # run id longer than a file name). The memory estimate bounds the model's width with its batch.
@@ -151,7 +163,7 @@ def validate_dict(data: Mapping[str, Any]) -> list[str]:
     errors = []
     for key in data:
         if key not in names:
-            errors.append(_unknown_key_message(key, names))
+            errors.append(unknown_key_message(key, names))
     known = {k: v for k, v in data.items() if k in names}
     errors += _check_values({**_defaults(), **known}, only=set(known))[0]
     return errors
@@ -189,10 +201,11 @@ def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in fields(RunConfig)}
 
 
-def _unknown_key_message(key: Any, names: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"unknown config key {short_repr(key)}{hint}"
+def unknown_key_message(
+    key: Any, names: tuple[str, ...] | list[str], what: str = "config key"
+) -> str:
+    """One line naming an unknown key and what it may have meant (`KEY_ALIASES` too)."""
+    return unknown_name(key, names, what, KEY_ALIASES)
 
 
 def _check_values(

@@ -1,7 +1,9 @@
-"""Errors that the CLI turns into one-line messages with a non-zero exit, and the bounded
-repr every such message uses for a value it quotes."""
+"""Errors that the CLI turns into one-line messages with a non-zero exit, the bounded repr
+every such message uses for a value it quotes, and the one "did you mean" for unknown names."""
 
+import difflib
 import reprlib
+from collections.abc import Iterable, Mapping
 
 SHORT_REPR_MAX = 120
 _REPR = reprlib.Repr()
@@ -23,3 +25,19 @@ def short_repr(value: object) -> str:
     except ValueError:  # an int past Python's digit limit for str()
         text = f"<a {value.bit_length()}-bit integer>" if isinstance(value, int) else "<value>"
     return text if len(text) <= SHORT_REPR_MAX else text[: SHORT_REPR_MAX - 3] + "..."
+
+
+def unknown_name(
+    key: object, names: Iterable[str], what: str, aliases: Mapping[str, str] | None = None
+) -> str:
+    """``unknown WHAT 'key' (did you mean 'x' or 'y'?)``: close matches among `names`.
+
+    `aliases` maps names people use to the one meant where spelling is no guide (difflib finds
+    ``lr`` nowhere near ``learning_rate``); an alias counts only when its target is in `names`.
+    """
+    names = list(names)
+    meant = (aliases or {}).get(str(key).lower())
+    close = [meant] if meant in names else []
+    close += [c for c in difflib.get_close_matches(str(key), names, n=3, cutoff=0.6) if c != meant]
+    hint = f" (did you mean {' or '.join(repr(c) for c in close[:3])}?)" if close else ""
+    return f"unknown {what} {short_repr(key)}{hint}"

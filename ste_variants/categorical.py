@@ -5,6 +5,8 @@ class-1 entry is this package's 0/1 output y, so every softmax Jacobian reduces 
 σ'(·) = σ(·)(1 − σ(·)) times the inner derivative. Each class below states the reduction.
 Training draws y ~ Bernoulli(σ(x)) as ``1{u < σ(x)}`` from float64 uniforms of the given
 generator (as ``bernoulli``); eval mode thresholds, and the backward then uses y = 1{x > 0}.
+Every backward here is computed in float64 and cast to the gradient's dtype (as ``gumbel``'s),
+so a bfloat16 or float16 gradient is off by the final roundings only.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ class ReinMax(_BernoulliSample):
     def backward_rule(
         self, g: torch.Tensor, x: torch.Tensor, noise: torch.Tensor | None, tau: float
     ) -> torch.Tensor:
-        y = _sample(x, noise).to(x.dtype)
-        return g * F.reinmax_grad(x, y, tau).to(g.dtype)
+        y = _sample(x, noise)
+        return g * F.reinmax_grad(x.to(torch.float64), y, tau).to(g.dtype)
 
     def area(self) -> float:
         return self._params["tau"] * (math.log(2.0) + 0.5) - 0.5
@@ -164,6 +166,13 @@ class GumbelRao(_BernoulliSample):
     conditional noise is a truncated logistic, drawn here exactly by inverting its survival
     function (``functional.conditional_logistic``). Checked against the ``rao_gumbel`` of
     github.com/chijames/GST, a reimplementation that uses K = 100.
+    The draws are held fixed in the backward: each z_k = x + L_k enters with ∂z_k/∂x = 1,
+    although the truncation that L_k is drawn from moves with x. That makes the backward
+    E[∂/∂x σ((x + L)/τ) | y] with L fixed, the conditional mean of the ``gumbel`` (ST-Gumbel)
+    backward given the sample: the same expectation, a variance no larger (Rao-Blackwell).
+    Differentiating through the conditional sampler as well, as the paper's remark that the
+    total derivative "is taken through both θ and G_k" reads, adds the sampler's dependence on
+    x and no longer has ST-Gumbel's expectation.
     Reference: Paulus, Maddison, Krause, "Rao-Blackwellizing the Straight-Through
     Gumbel-Softmax Gradient Estimator", ICLR 2021, arXiv:2010.04838.
     """

@@ -25,8 +25,8 @@ SCALE = Param(
     high=10.0,
     low_open=True,
 )
-# Slopes and sharpnesses stop at 1000: the peak (at most 10·1000 with scale) stays finite in
-# float16, whose largest number is 65504.
+# Slopes and sharpnesses stop at 1000: the peak (at most √2·10·1000 with scale, base.MAX_SURROGATE)
+# stays finite in float16, whose largest number is 65504.
 MAX_SLOPE = 1000.0
 _SCALE_NOTE = "sign-native surrogate of area 2, times scale (default 0.5 → area 1)"
 

@@ -176,9 +176,11 @@ def make_store(
                 {
                     "epoch": e,
                     "step": 10 * e,
+                    "images_seen": 640 * e,
                     "train_mse": mse * 1.05,
                     "test_mse": mse,
                     "test_psnr": float(-10 * np.log10(mse)) if mse == mse else float("nan"),
+                    "mean_image_mse": 0.25,
                     "bit_entropy": 0.6 + 0.01 * e,
                     "dead_bits": int(cell_rng.integers(0, 4)),
                     "unique_codes": 100 + e,

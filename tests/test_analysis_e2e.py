@@ -62,3 +62,8 @@ def test_run_then_analyze_a_real_store(tmp_path, capsys, monkeypatch):
     assert ties["groups"] == [{"conditions": ["identity", "hardtanh"], "kind": "identical"}]
     first = page.split('<p class="findings">', 1)[1].split("</p>", 1)[0]
     assert "Tied conditions: identity ≡ hardtanh" in first
+    # Two steps of 64 images: the first paragraph says so, and how little that beats the mean
+    # training image by.
+    assert "Each run trained 2 steps of batch 64 (128 images)." in first
+    assert "The trivial reconstruction (every test image replaced by the mean" in first
+    assert "No better than it: identity, hardtanh, sigmoid(beta=4)." in first

@@ -152,8 +152,8 @@ def test_fresh_process_benchmark_runs_each_loop_in_its_own_process(capsys):
 
 @pytest.mark.slow  # a benchmark smoke test: CI runs it (make test-slow)
 def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
-    # benchmarks/gpu_check.py is the one script a session with a GPU runs; --quick on the CPU
-    # keeps it from rotting between such sessions.
+    # benchmarks/gpu_check.py is the one script run on a GPU machine; --quick on the CPU keeps
+    # it working where no GPU is.
     module = _benchmark_script("gpu_check")
     assert module.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     names = {p.name for p in tmp_path.iterdir()}

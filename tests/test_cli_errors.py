@@ -34,13 +34,13 @@ def test_a_store_that_is_a_file_is_an_error(tmp_path, spec, capsys, command):
     store = tmp_path / "afile"
     store.write_text("not a store\n")
     assert main([command, str(spec), "--store", str(store)]) == 2
-    assert "is not a folder" in error_line(capsys)  # status used to say "2 missing", exit 0
+    assert "is not a folder" in error_line(capsys)  # not "2 missing", exit 0
     assert store.read_text() == "not a store\n"
 
 
 def test_a_read_only_store_is_an_error(spec, read_only_folder, capsys):
     assert main(["run", str(spec), "--store", str(read_only_folder), "--wandb", "disabled"]) == 2
-    assert "cannot write to the store" in error_line(capsys)  # used to be OSError 30, exit 1
+    assert "cannot write to the store" in error_line(capsys)  # not OSError 30, exit 1
 
 
 def test_analyze_says_an_unknown_metric_does_not_exist(tmp_path, capsys):
@@ -57,5 +57,5 @@ def test_analyze_says_an_unknown_metric_does_not_exist(tmp_path, capsys):
     assert main([*argv, "--metric", "nosuch"]) == 2
     err = error_line(capsys)
     assert "'nosuch' does not exist" in err and "test_mse" in err
-    assert "--direction" not in err  # it used to ask for the direction of a metric not there
+    assert "--direction" not in err  # no direction asked for a metric not there
     assert not out.exists()

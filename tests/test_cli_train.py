@@ -90,6 +90,7 @@ def test_missing_full_mnist_is_one_line_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_sigint_interrupts_cleanly_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "store"
     flags = [*TINY_FLAGS, "--train-subset", "512", "--out", str(out)]

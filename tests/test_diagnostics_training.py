@@ -73,9 +73,11 @@ def test_gradcheck_compares_estimators_on_a_trained_run(finished_run, copy_run, 
     specs = "identity,hardtanh,saturated,sigmoid(beta=4),gumbel"
     code = main(["gradcheck", str(run), "--estimators", specs, "--probe", "4", "--json"])
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     written = json.loads((run / st.GRADCHECK).read_text())
     assert printed == written
+    assert f"wrote {run / st.GRADCHECK}" in captured.err
     rows = {row["estimator"]: row for row in written["estimators"]}
     assert list(rows) == ["identity", "hardtanh", "saturated", "sigmoid(beta=4)", "gumbel"]
     assert written["probe"] == 4 and written["run_id"] == config.run_id
@@ -85,9 +87,12 @@ def test_gradcheck_compares_estimators_on_a_trained_run(finished_run, copy_run, 
     # The store still trusts the run: gradcheck.json is outside summary.json's hashes.
     assert st.cell_state(run) == "completed"
 
-    assert main(["gradcheck", str(run), "--estimators", "identity,gumbel", "--probe", "4"]) == 0
-    table = capsys.readouterr().out
-    assert "flip_corr" in table and "identity" in table and "gumbel" in table
+    out = tmp_path / "elsewhere.json"
+    args = ["gradcheck", str(run), "--estimators", "identity,gumbel", "--probe", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "flip_corr" in captured.out and "identity" in captured.out and "gumbel" in captured.out
+    assert f"gradcheck: wrote {out}" in captured.err and out.is_file()
 
 
 def test_gradcheck_rejects_a_folder_without_a_run(tmp_path, capsys):

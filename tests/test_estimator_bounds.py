@@ -1,8 +1,8 @@
 """No hyperparameter in range makes a NaN: every registered estimator at the low and high end of
 each hyperparameter, every float dtype, inputs from 0 to the dtype's largest number.
 
-Also the bounds themselves: every numeric hyperparameter has finite ones, and the values that
-used to overflow (a slope of 1e40, a temperature of 1e-300) are refused.
+Also the bounds themselves: every numeric hyperparameter has finite ones, and values that
+would overflow (a slope of 1e40, a temperature of 1e-300) are refused.
 """
 
 from __future__ import annotations

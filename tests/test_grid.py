@@ -219,3 +219,12 @@ def test_shipped_studies_have_the_seeds_their_comparisons_need(name: str) -> Non
     seeds = len({c.config.seed for c in spec.cells})
     assert seeds >= planning.min_seeds_for_significance(0.05, pairs)
     assert planning.significance_warnings(seeds, comparisons=pairs) == []
+
+
+def test_the_quick_start_keeps_no_weights_and_its_ids_do_not_depend_on_it() -> None:
+    cells = load_spec(ABLATIONS / "quickstart.yaml").cells
+    assert {c.config.keep_checkpoint for c in cells} == {"none"}
+    assert [c.config.replace(keep_checkpoint="final").run_id for c in cells] == [
+        c.run_id for c in cells
+    ]
+    assert cells[0].run_id == "identity-s0-ac2f8c2f1e"  # the id the quick start always had

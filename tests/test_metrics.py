@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from runners.training.metrics import (
     code_stats,
     knn_accuracy,
     linear_probe_accuracy,
+    mean_image_mse,
     probe_accuracy,
     psnr,
     strip_timing,
@@ -75,3 +77,24 @@ def test_probes_are_at_chance_on_constant_codes():
 
 def test_strip_timing():
     assert strip_timing({"epoch": 1, "epoch_time_s": 2.0, "images_per_s": 3.0}) == {"epoch": 1}
+
+
+def test_mean_image_mse_is_the_exact_trivial_reconstruction_error():
+    gen = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (7, 1, 3, 3), generator=gen, dtype=torch.uint8)
+    test = torch.randint(0, 256, (5, 1, 3, 3), generator=gen, dtype=torch.uint8)
+
+    def scaled(t):  # a pixel in the model's [-1, 1], exactly
+        return Fraction(2 * int(t), 255) - 1
+
+    pixels = [[scaled(t) for t in image.flatten()] for image in train]
+    mean = [sum(column) / len(train) for column in zip(*pixels, strict=True)]
+    want = sum(
+        (scaled(t) - m) ** 2 for image in test for t, m in zip(image.flatten(), mean, strict=True)
+    ) / (5 * 9)
+    assert mean_image_mse(train, test) == float(want)
+    # The same images in another order, or another layout, give the same bits.
+    assert mean_image_mse(train.flip(0).reshape(7, 9), test.flip(0)) == float(want)
+    # An image equal to the mean costs nothing; a constant training set is its own mean.
+    same = torch.full((3, 1, 2, 2), 17, dtype=torch.uint8)
+    assert mean_image_mse(same, same[:1]) == 0.0

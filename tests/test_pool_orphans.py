@@ -101,13 +101,14 @@ def pool_run(tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_kill_9_of_the_parent_leaves_no_worker_and_a_checkpoint(pool_run):
     process, (short, long), workers = pool_run
     training = [pid for pid in workers if holds_lock(pid, long)]
     assert len(training) == 1 and len(workers) >= 2  # a training worker, an idle one (+ tracker)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    # They used to live on forever (about 1 GB each), ignoring SIGTERM.
+    # Orphaned workers would hold about 1 GB each: every one must be gone.
     wait_until(lambda: not any(alive(pid) for pid in workers), 30, "workers outlived the parent")
     info = run_store.cell_info(long)
     assert info.state == "interrupted" and info.summary["error"].startswith("interrupted by")
@@ -117,6 +118,7 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_a_checkpoint(pool_run):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_an_idle_worker_exits_on_sigterm(pool_run):
     process, (short, long), workers = pool_run
     idle = [pid for pid in workers if not holds_lock(pid, long) and not holds_lock(pid, short)]

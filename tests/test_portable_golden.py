@@ -2,8 +2,8 @@
 
 Single runs with 1 and 2 threads, a stochastic and an annealed estimator and a looped stack are
 trained through the CLI (portable mode: ATen, oneDNN and MKL pinned to AVX2) and compared bit
-for bit with `tests/golden/portable.json`, recorded on another machine. This is how a session on
-a new kind of CPU finds out whether portable mode holds there.
+for bit with `tests/golden/portable.json`, recorded on another machine: on a new kind of CPU,
+this test tells whether portable mode holds there.
 """
 
 from __future__ import annotations

@@ -92,7 +92,29 @@ def test_analyze_writes_every_output(analyzed, capsys):
     first = page.split('<p class="findings">', 1)[1].split("</p>", 1)[0]
     assert "3 of 3 pairs differ significantly" in first and "identity better than hardtanh" in first
     assert "No two conditions are tied" in first
+    # It opens with the budget and the trivial reconstruction (synthetic: 0.25, never close).
+    assert first.startswith("<strong>Findings.</strong> Each run trained 30 steps of batch 64 "
+                            "(1,920 images). The trivial reconstruction")  # fmt: skip
+    assert "has test MSE 0.25; mean final test MSE per condition (share of it): identity " in first
+    assert "Barely better" not in first and "No better than it" not in first
     assert "p_adj" not in page.split("<h2>Cells</h2>")[0]  # words, not column names, above
+
+
+def test_conditions_that_barely_beat_the_mean_image_are_flagged_first(tmp_path, capsys):
+    # SYNTHETIC: sigmoid's final test MSE 0.03 + 0.21 = 0.24, 96% of the trivial 0.25.
+    root = tmp_path / "barely"
+    spec, store, _ = _store(root, effects={"sigmoid(beta=4)": 0.21})
+    out = root / "out"
+    assert main(["analyze", str(spec), "--store", str(store), "--out", str(out), *FAST]) == 0
+    assert (
+        "note: sigmoid(beta=4): no better, or barely, than the trivial" in capsys.readouterr().err
+    )
+    page = (out / "report.html").read_text()
+    first = page.split('<p class="findings">', 1)[1].split("</p>", 1)[0]
+    assert "sigmoid(beta=4) 0.24 (96%)" in first
+    assert "Barely better (above 90% of it): sigmoid(beta=4)." in first
+    assert "No better than it" not in first
+    assert first.index("Barely better") < first.index("pairs differ")
 
 
 def test_analyze_is_byte_identical_on_rerun(analyzed, tmp_path, capsys):

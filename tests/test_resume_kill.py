@@ -98,6 +98,7 @@ def same_results(folder: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_kill_9_mid_run_resumes_bit_identical(tmp_path, spec_and_reference) -> None:
     spec, cell, reference = spec_and_reference
     store = tmp_path / "store"
@@ -131,6 +132,7 @@ def test_kill_9_mid_run_resumes_bit_identical(tmp_path, spec_and_reference) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_sigterm_checkpoints_marks_interrupted_and_exits_143(tmp_path, spec_and_reference) -> None:
     spec, cell, reference = spec_and_reference
     store = tmp_path / "store"
@@ -155,6 +157,7 @@ def test_sigterm_checkpoints_marks_interrupted_and_exits_143(tmp_path, spec_and_
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_sigterm_reaches_pool_workers(tmp_path) -> None:
     spec = tmp_path / "pool.yaml"
     spec.write_text(SPEC.replace("seed: [4]", "seed: [0, 1]").replace("name: killme", "name: pool"))

@@ -213,7 +213,7 @@ def test_stack_size_comes_from_the_flag_the_spec_or_the_device(tmp_path, capsys)
 def test_grouped_stacks_run_through_the_cli_on_the_cpu(tmp_path, capsys) -> None:
     # The code path a GPU takes by default (one grouped model for the stack), run on the CPU:
     # each cell gets its own store entry, and its results equal its unstacked run's up to float
-    # rounding (the first step exactly to rounding; later steps drift as runners/fast.py says).
+    # rounding (the first step exactly to rounding; later steps drift as runners/training/kernels.py says).
     grid = "  estimator: [identity, sigmoid, 'approx_sign']\n  seed: [0]\n"
     spec_path = write_spec(tmp_path, grid)
     alone, grouped = tmp_path / "alone", tmp_path / "grouped"

@@ -84,8 +84,8 @@ def test_a_replaced_config_json_is_corruption_and_the_cell_is_redone(
     assert main(["run", str(spec), "--store", str(store), "--wandb", "disabled"]) == 0
     assert st.config_problem(read_json(folder / st.CONFIG), config.run_id) is None
     assert read_json(folder / st.CONFIG)["config"]["lr"] == config.lr
-    # Retrained from scratch (it used to be "completed" again in seconds, the altered file
-    # hashed into the new summary): the same numbers as the untouched run.
+    # Retrained from scratch, not "completed" again with the altered file hashed into a new
+    # summary: the same numbers as the untouched run.
     assert stripped(folder) == stripped(original)
     assert read_jsonl(folder / st.STEPS) == read_jsonl(original / st.STEPS)
     assert "training it from scratch" in capsys.readouterr().err
@@ -138,7 +138,7 @@ def test_a_failed_run_has_no_probe_accuracy(tiny_config, tmp_path, monkeypatch):
     summary = train_run(tiny_config(), tmp_path, progress=False)
     assert summary["status"] == "failed" and "No space left" in summary["error"]
     assert read_jsonl(st.run_dir(tmp_path, summary["run_id"]) / st.METRICS)[-1]["probe_accuracy"]
-    assert summary["probe_accuracy"] is None  # docs: failed runs carry no probe (it was 0.5)
+    assert summary["probe_accuracy"] is None  # docs: failed runs carry no probe (not 0.5)
     assert summary["test_mse"] is not None  # the last finished epoch's numbers stay
 
 

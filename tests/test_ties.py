@@ -50,3 +50,27 @@ def test_groups_are_transitive_and_one_shared_seed_is_not_a_tie() -> None:
     ties = find_ties(table, ["a", "b", "c", "d"], exclude=TIMING_METRICS)
     assert ties["groups"] == [{"conditions": ["a", "b", "c"], "kind": "identical"}]
     assert all("d" not in (p["a"], p["b"]) for p in ties["pairs"])
+
+
+def test_tied_conditions_get_identical_bootstrap_intervals() -> None:
+    """Shared seeds are resampled jointly: the same data on the same seeds, the same interval,
+    whatever the conditions are called; a condition on other seeds draws other resamples."""
+    from analysis.stats.summary import summarize
+
+    x = [0.3422, 0.3638, 0.351, 0.3475, 0.356, 0.3391, 0.3602, 0.3533, 0.3449]
+    seeds = list(range(9))
+    values = {"identity": x, "hardtanh": x, "saturated": x}
+    got = summarize(
+        values,
+        n_resamples=999,
+        seeds={"identity": seeds, "hardtanh": seeds, "saturated": seeds[::-1]},
+    ).set_index("condition")
+    assert got.loc["identity", "ci_low"] == got.loc["hardtanh", "ci_low"]
+    assert got.loc["identity", "ci_high"] == got.loc["hardtanh", "ci_high"]
+    assert (
+        got.loc["identity", "ci_low"] < got.loc["identity", "mean"] < got.loc["identity", "ci_high"]
+    )
+    assert got.loc["saturated", "ci_low"] != got.loc["identity", "ci_low"]
+    # Without the seeds each label seeds its own draws (the intervals of tied data then differ).
+    alone = summarize(values, n_resamples=999).set_index("condition")
+    assert alone.loc["identity", "ci_low"] != alone.loc["hardtanh", "ci_low"]

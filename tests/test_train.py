@@ -18,7 +18,7 @@ from runners.executors.cells import CellTask, execute_cell, set_worker_resources
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 from runners.tracking.tracker import Tracker
-from runners.training.data import prepare_data
+from runners.training.data import normalize, prepare_data
 from runners.training.evaluate import evaluate
 from runners.training.metrics import strip_timing
 from runners.training.recipe import build_model
@@ -26,9 +26,9 @@ from runners.training.session import resolve_device
 from runners.training.state import RunState
 
 EPOCH_KEYS = {
-    "epoch", "step", "train_mse", "test_mse", "test_psnr", "bit_entropy", "dead_bits",
-    "unique_codes", "bit_flip_rate", "active_rate", "grad_norm_pre", "epoch_time_s",
-    "images_per_s", "bit_rates",
+    "epoch", "step", "images_seen", "train_mse", "test_mse", "test_psnr", "mean_image_mse",
+    "bit_entropy", "dead_bits", "unique_codes", "bit_flip_rate", "active_rate", "grad_norm_pre",
+    "epoch_time_s", "images_per_s", "bit_rates",
 }  # fmt: skip
 DIAGNOSTIC_KEYS = {  # docs/diagnostics.md (diagnostics: epoch, the default)
     "diag_flip_corr", "diag_descent_agreement", "diag_coverage", "diag_cosine_smoothed_tau0_1",
@@ -107,6 +107,14 @@ def test_short_run_learns_and_records_everything(finished_run):
     assert len(records[1]["bit_rates"]) == 512 and records[1]["grad_norm_pre"] > 0
     assert records[1]["test_psnr"] == pytest.approx(10 * math.log10(4 / records[1]["test_mse"]))
     assert 0 < records[1]["probe_accuracy"] <= 1
+    # The trivial reconstruction (the mean training image), the same at every epoch.
+    train = prepare_data("mnist-mini", 256, 128, "cpu").train.images
+    mean = normalize(train).double().mean(0)
+    trivial = float(((normalize(test_images).double() - mean) ** 2).mean())
+    assert records[0]["mean_image_mse"] == records[1]["mean_image_mse"]
+    assert records[1]["mean_image_mse"] == pytest.approx(trivial, rel=1e-6)
+    assert [r["images_seen"] for r in records] == [256, 512]
+    assert [r["step"] for r in records] == [4, 8]
     steps = read_jsonl(folder / st.STEPS)
     assert [s["step"] for s in steps] == list(range(1, 9)) and steps[-1]["epoch"] == 2
     assert records[0]["train_mse"] == pytest.approx(sum(s["train_loss"] for s in steps[:4]) / 4)

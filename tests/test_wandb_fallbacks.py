@@ -38,7 +38,7 @@ def test_a_read_only_wandb_dir_sends_the_files_to_the_store_and_says_where(
     assert f"WANDB_DIR {read_only_folder} is not writable" in done.stderr
     line = next(x for x in done.stdout.splitlines() if "wandb sync" in x)
     pattern = line.split("wandb sync ", 1)[1]
-    # The printed path used to name the read-only folder while the files went to /tmp/wandb.
+    # The printed path names where the files went, not the read-only folder.
     assert pattern == f"{store.resolve()}/wandb/offline-run-*"
     assert list((store / "wandb").glob("offline-run-*"))
 

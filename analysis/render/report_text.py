@@ -1,9 +1,10 @@
 """The report's words: its opening findings, its tables (narrow enough for a 1280-pixel
 screen) and a human title for every figure.
 
-The findings say first what a reader looks for: which pairs differ significantly after the
-correction, and which conditions are tied (identical, or equal within a stated tolerance, on
-every seed). The tables join related numbers into one cell (mean and CI, p and adjusted p) and
+The findings say first what the numbers stand on: how long each run trained, and how far each
+condition got beyond the trivial reconstruction (every test image replaced by the mean training
+image). Then what a reader looks for: which pairs differ significantly after the correction,
+and which conditions are tied (identical, or equal within a stated tolerance, on every seed). The tables join related numbers into one cell (mean and CI, p and adjusted p) and
 use plain-language headers, so that nothing scrolls sideways; the CSV files keep every column.
 """
 
@@ -20,11 +21,54 @@ from analysis.study import StudyResult
 _TEST_NAMES = {"wilcoxon": "Wilcoxon", "mannwhitney": "Mann–Whitney U"}
 
 
+def budget_sentences(budget: dict[str, Any]) -> list[str]:
+    """The training budget and every condition's test MSE against the trivial reconstruction."""
+    if not budget.get("runs"):
+        return []
+    out = []
+    steps, images, batch = budget.get("steps"), budget.get("images"), budget.get("batch_size")
+    if steps:
+        text = f"Each run trained {_span(steps)} steps"
+        text += f" of batch {_span(batch)}" if batch else ""
+        text += f" ({_span(images)} images)" if images else ""
+        out.append(text + ".")
+    rows = [c for c in budget.get("conditions", []) if c["share"] is not None]
+    if not rows:
+        return out
+    floors = sorted(c["mean_image_mse"] for c in rows)
+    floor = _num(floors[0], 3) + ("" if floors[0] == floors[-1] else f" to {_num(floors[-1], 3)}")
+    shares = ", ".join(
+        f"{c['condition']} {_num(c['test_mse'], 3)} ({100 * c['share']:.0f}%)" for c in rows
+    )
+    out.append(
+        "The trivial reconstruction (every test image replaced by the mean training image) has "
+        f"test MSE {floor}; mean final test MSE per condition (share of it): "
+        f"{shares}."
+    )
+    worse = [c["condition"] for c in rows if c["share"] >= 1]
+    barely = [c["condition"] for c in rows if c["barely"] and c["share"] < 1]
+    flagged = []
+    if worse:
+        flagged.append(f"No better than it: {', '.join(worse)}.")
+    if barely:
+        flagged.append(
+            f"Barely better (above {100 * budget['threshold']:.0f}% of it): {', '.join(barely)}."
+        )
+    if flagged:
+        out += flagged
+        out.append(
+            "Those models learnt little beyond the average image, so comparisons involving them "
+            "say little about the estimators (train for more steps or on more images)."
+        )
+    return out
+
+
 def findings(result: StudyResult) -> list[str]:
-    """Sentences for the report's first paragraph: significant pairs, then ties."""
+    """Sentences for the report's first paragraph: the training budget against the trivial
+    reconstruction, significant pairs, then ties."""
     alpha, correction = result.config.alpha, _correction(result)
     pw = result.pairwise
-    out = []
+    out = budget_sentences(result.budget)
     sig = pw[pw["significant"]] if len(pw) else pw
     if len(sig):
         pairs = "; ".join(
@@ -155,6 +199,11 @@ def _num(value: Any, digits: int = 4) -> str:
     if value is None or _missing(value):
         return "–"
     return f"{float(value):.{digits}g}"
+
+
+def _span(values: list[int]) -> str:
+    low, high = values
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
 
 
 def _missing(value: Any) -> bool:

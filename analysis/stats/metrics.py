@@ -10,9 +10,11 @@ from runners.store.format import TIMING_KEYS
 
 # Epoch-record metrics in the order of docs/architecture.md section 3 (the tidy table keeps it).
 EPOCH_METRICS: tuple[str, ...] = (
+    "images_seen",
     "train_mse",
     "test_mse",
     "test_psnr",
+    "mean_image_mse",
     "bit_entropy",
     "dead_bits",
     "unique_codes",
@@ -52,6 +54,8 @@ _HIGHER = {"test_psnr", "probe_accuracy", "bit_entropy", "unique_codes", "images
 _HIGHER |= {m for m in DIAGNOSTIC_METRICS if m != "diag_rel_to_identity"}
 
 LABELS: dict[str, str] = {
+    "images_seen": "images trained on",
+    "mean_image_mse": "test MSE of the mean training image",
     "train_mse": "train MSE",
     "test_mse": "test MSE",
     "test_psnr": "test PSNR (dB)",

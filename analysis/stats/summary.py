@@ -1,8 +1,11 @@
 """Per-condition statistics across seeds, with seeded bootstrap intervals (numpy and scipy only).
 
 Per condition: n, mean, std, median, interquartile mean and a bootstrap CI of the mean. Every
-random draw comes from an explicit seed: a condition's bootstrap seed is derived from
-(seed, crc32(label)), so adding a condition never changes another's interval.
+random draw comes from an explicit seed. Conditions measured on the same seeds are resampled
+jointly: their bootstrap seed is derived from (seed, the seed list), so each draws the same
+resamples of seeds, and identical data give identical intervals. Without seed lists it is
+derived from (seed, crc32(label)). Either way, adding a condition never changes another's
+interval.
 """
 
 from __future__ import annotations
@@ -127,13 +130,20 @@ def summarize(
     seed: int = 0,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
+    seeds: Mapping[str, Sequence[int]] | None = None,
 ) -> pd.DataFrame:
-    """`describe` for each condition (in the mapping's order); one row per condition."""
+    """`describe` for each condition (in the mapping's order); one row per condition.
+
+    Args:
+        seeds: each condition's run seeds, in the order of its values. Conditions with the same
+            seed list then draw the same resamples of seeds (joint resampling).
+    """
     rows = []
     for label, x in values.items():
+        key = label if seeds is None else "seeds " + ",".join(str(int(s)) for s in seeds[label])
         row = {"condition": label}
         row.update(
-            describe(x, rng=rng_for(seed, label), confidence=confidence, n_resamples=n_resamples)
+            describe(x, rng=rng_for(seed, key), confidence=confidence, n_resamples=n_resamples)
         )
         rows.append(row)
     return pd.DataFrame(rows)

@@ -15,10 +15,12 @@ from typing import Any
 
 from runners.commands import analyze_wandb
 from runners.commands.grid_table import (
+    add_determinism,
     add_max_cells,
     at_least_one,
     check_store,
     thread_mix_warning,
+    with_determinism,
 )
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
@@ -82,6 +84,7 @@ def register(subparsers: Any) -> None:
     )
     snap.add_argument("--wandb-entity", metavar="ENTITY", help="W&B entity (default: yours)")
     add_max_cells(snap)
+    add_determinism(snap)
     snap.set_defaults(func=_snapshot)
 
     ana = subparsers.add_parser(
@@ -96,6 +99,7 @@ def register(subparsers: Any) -> None:
     source = ana.add_mutually_exclusive_group()
     source.add_argument("--store", help=f"run store (default {DEFAULT_STORE})")
     source.add_argument("--snapshot", metavar="FILE", help="read a snapshot instead of a store")
+    add_determinism(ana)
     ana.add_argument("--metric", default="test_mse", help="metric to compare (default test_mse)")
     ana.add_argument(
         "--direction",
@@ -140,7 +144,7 @@ def register(subparsers: Any) -> None:
         "figures",
         help="regenerate the paper's figures and tables from committed snapshots",
         description="Rebuild every figure and table listed in a manifest from result snapshots, "
-        "without training; byte-identical on rerun. See analysis/figures.py for the format.",
+        "without training; byte-identical on rerun. See analysis/render/figures.py for the format.",
     )
     fig.add_argument(
         "manifest", nargs="?", default=DEFAULT_MANIFEST, help=f"manifest ({DEFAULT_MANIFEST})"
@@ -156,7 +160,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from analysis.sources.store import scan_store
     from analysis.sources.table import StoreError
 
-    spec = _load_spec(args.spec, args.max_cells)
+    spec = _load_spec(args.spec, args.max_cells, args.determinism)
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
@@ -236,7 +240,7 @@ def _analyze(args: argparse.Namespace) -> int:
             if not args.spec:
                 raise UserError("give a SPEC (or --snapshot FILE)")
             store = args.store or DEFAULT_STORE
-            spec = _load_spec(args.spec, args.max_cells)
+            spec = _load_spec(args.spec, args.max_cells, args.determinism)
             _check_store(store)
             data = scan_store(store, spec.cells, axes=spec.axes)
             spec.extra["source"] = data.source
@@ -282,6 +286,13 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
+    barely = [c["condition"] for c in result.budget.get("conditions", []) if c["barely"]]
+    if barely:
+        print(
+            f"note: {', '.join(barely)}: no better, or barely, than the trivial reconstruction "
+            "(the mean training image); see the report's first paragraph",
+            file=sys.stderr,
+        )
     analyze_wandb.publish(args, result, report.parent, spec=spec, store=store)
     print(report)
     return 0
@@ -301,12 +312,12 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(path: str, max_cells: int = MAX_CELLS) -> _Spec:
-    """The spec's name, hash, axes and expected cells."""
+def _load_spec(path: str, max_cells: int = MAX_CELLS, determinism: str | None = None) -> _Spec:
+    """The spec's name, hash, axes and expected cells (with --determinism's ids)."""
     spec_path = Path(path)
     if not spec_path.is_file():
         raise UserError(f"spec {path} not found")
-    spec = load_spec(spec_path, max_cells=max_cells)
+    spec = with_determinism(load_spec(spec_path, max_cells=max_cells), determinism)
     wandb = {
         "wandb_project": spec.wandb.project,
         "wandb_entity": spec.wandb.entity,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def register(subparsers: Any) -> None:
         help="compare estimators' gradients on a trained run's weights",
         description="Load a run's checkpoint and config, compute the exact bit-flip effects of "
         "a fixed probe batch of test images, and measure how faithful each estimator's gradient "
-        "is to them (docs/diagnostics.md).",
+        "is to them (docs/diagnostics.md). The result is printed and written to "
+        "RUN_DIR/gradcheck.json (or --out), where analyze and snapshot find it.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -96,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_root=args.data_root,
     )
-    atomic_write_json(Path(args.out) if args.out else folder / st.GRADCHECK, result)
+    out = Path(args.out) if args.out else folder / st.GRADCHECK
+    atomic_write_json(out, result)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    # On stderr: with --json, stdout is the JSON alone.
+    print(f"gradcheck: wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -1,14 +1,17 @@
-"""What `ste-ablate run` and `ste-ablate status` share: the SPEC, --store and --max-cells
-arguments, the store's checks, and the table of a grid's cells."""
+"""What `ste-ablate run`, `status`, `snapshot` and `analyze` share: the SPEC, --store,
+--max-cells and --determinism arguments, the store's checks, and the table of a grid's cells."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from runners.determinism import MODES as DETERMINISM_MODES
+from runners.determinism import pinned_mode
 from runners.errors import UserError
 from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import Cell, Spec
@@ -40,6 +43,59 @@ def add_max_cells(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"refuse specs of more than N cells (default {MAX_CELLS})",
     )
+
+
+DETERMINISM_HELP = (
+    "the cells as `run --determinism MODE` trained them: the spec's with this determinism, and "
+    "the run ids that follow from it (default: the spec's determinism)"
+)
+
+
+def add_determinism(parser: argparse.ArgumentParser, help_text: str = DETERMINISM_HELP) -> None:
+    """Add --determinism MODE (portable or machine), which overrides the spec's."""
+    parser.add_argument("--determinism", choices=DETERMINISM_MODES, help=help_text)
+
+
+def with_determinism(spec: Spec, mode: str | None) -> Spec:
+    """`spec` with every cell's `determinism` set to `mode` (None: the spec as it is).
+
+    The run ids follow (a portable run's id includes its determinism), and a `determinism`
+    axis takes the new value too.
+
+    Raises:
+        UserError: the override would make two cells one (a `determinism` axis with two values).
+    """
+    if mode is None:
+        return spec
+    cells = [
+        Cell(
+            c.config.replace(determinism=mode),
+            {**c.factors, **({"determinism": mode} if "determinism" in c.factors else {})},
+        )
+        for c in spec.cells
+    ]
+    if len({c.run_id for c in cells}) < len(cells):
+        raise UserError(
+            f"--determinism {mode} would make cells of {spec.name} identical (its determinism "
+            "axis has several values): drop the flag or the axis"
+        )
+    return replace(spec, cells=cells)
+
+
+def check_determinism(cells: list[Cell]) -> None:
+    """One determinism per invocation, the one `ste-ablate` pinned before torch loaded."""
+    modes = sorted({c.config.determinism for c in cells})
+    if len(modes) > 1:
+        raise UserError(
+            f"the spec mixes determinism modes ({', '.join(modes)}): CPU kernels are chosen once "
+            "per process, so put each mode in its own spec"
+        )
+    pinned = pinned_mode()
+    if modes and pinned is not None and modes[0] != pinned:
+        raise UserError(
+            f"the spec's cells train with determinism {modes[0]!r} but this process pinned "
+            f"{pinned!r}; pass --determinism {modes[0]} to match"
+        )
 
 
 def at_least_one(flag: str, what: str) -> Any:

@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from runners.commands import run_slurm
-from runners.commands.grid_table import add_spec_and_store, at_least_one, check_store, print_cells
-from runners.determinism import MODES as DETERMINISM_MODES
-from runners.determinism import pinned_mode
+from runners.commands.grid_table import (
+    add_determinism,
+    add_spec_and_store,
+    at_least_one,
+    check_determinism,
+    check_store,
+    print_cells,
+    with_determinism,
+)
 from runners.errors import UserError
 from runners.grids.spec import Cell, Spec, load_spec
 from runners.store import format as run_store
@@ -31,6 +37,7 @@ from runners.store.format import atomic_write_json
 from runners.store.lock import folder_lock
 from runners.tracking.wandb_tracker import (
     DEFAULT_PROJECT,
+    WANDB_ALIASES,
     WANDB_MODES,
     WandbOptions,
     resolve_options,
@@ -91,9 +98,10 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument(
         "--wandb",
+        type=lambda text: WANDB_ALIASES.get(text, text),
         choices=WANDB_MODES,
         default="auto",
-        help="W&B mode (default: auto, see below)",
+        help="W&B mode: auto, online, offline or disabled (also: off) (default: auto, see below)",
     )
     run.add_argument(
         "--wandb-project",
@@ -122,11 +130,12 @@ def register(subparsers: Any) -> None:
         "runs)",
     )
     run.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/ (full MNIST)")
-    run.add_argument(
-        "--determinism",
-        choices=DETERMINISM_MODES,
-        help="the CPU kernels this process pins before torch loads; it must match the spec's "
-        "(default: the spec's `determinism`, else portable)",
+    add_determinism(
+        run,
+        "CPU kernels for every cell, overriding the spec's `determinism` (default: the spec's, "
+        "else portable); pinned before torch loads. A portable run's id includes its "
+        "determinism, so the cells get the ids of that mode: pass the same flag to status, "
+        "snapshot and analyze",
     )
     run.add_argument(
         "--num-threads",
@@ -201,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runners.executors.display import ProgressOptions
     from runners.executors.local import local_executor, plan_workers
 
-    spec = load_spec(args.spec, max_cells=args.max_cells)
+    spec = with_determinism(load_spec(args.spec, max_cells=args.max_cells), args.determinism)
     cells = _with_execution(
         spec.cells,
         device=args.device,
@@ -210,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cuda_graph=args.cuda_graph,
         num_threads=args.num_threads,
     )
-    _check_determinism(cells)
+    check_determinism(cells)
     store = Path(args.store)
     check_store(store)
     states = {c.run_id: run_store.cell_state(run_store.run_dir(store, c.run_id)) for c in cells}
@@ -222,8 +231,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # What the run checks before writing anything, --dry-run included: sbatch and its options,
     # the device (GPUs are on the compute nodes, not here), the data, the store's permissions.
     slurm = run_slurm.preflight(args) if args.executor == "slurm" else None
+    if slurm is None:  # also when every cell is final: a device that is not here says so now
+        _check_devices(cells)
     if todo:
-        _preflight(todo, store, check_device=slurm is None, download=not args.dry_run)
+        _preflight(todo, store, download=not args.dry_run)
     if args.dry_run:
         print_cells(spec, cells, states, action=True)
         tally = Counter(states[c.run_id] for c in todo)
@@ -291,22 +302,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(spec, cells, store, signum=outcome.signum, started=started)
 
 
-def _check_determinism(cells: list[Cell]) -> None:
-    """One determinism per invocation, the one `ste-ablate` pinned before torch loaded."""
-    modes = sorted({c.config.determinism for c in cells})
-    if len(modes) > 1:
-        raise UserError(
-            f"the spec mixes determinism modes ({', '.join(modes)}): CPU kernels are chosen once "
-            "per process, so put each mode in its own spec"
-        )
-    pinned = pinned_mode()
-    if modes and pinned is not None and modes[0] != pinned:
-        raise UserError(
-            f"the spec's cells train with determinism {modes[0]!r} but this process pinned "
-            f"{pinned!r}; pass --determinism {modes[0]} to match"
-        )
-
-
 def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
     """Apply --device / --data-root / --compile / --cuda-graph / --num-threads (execution
     fields: the run ids do not change); None means "not given"."""
@@ -316,31 +311,37 @@ def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
     return [Cell(c.config.replace(**changes), c.factors) for c in cells]
 
 
-def _preflight(
-    todo: list[Cell], store: Path, *, check_device: bool = True, download: bool = True
-) -> None:
-    """Fail before writing anything (UserError) when the device or the data is not there, or
-    the store cannot be written.
+def _check_devices(cells: list[Cell]) -> None:
+    """UserError (one line) when a cell's device is not on this machine."""
+    from runners.training.session import resolve_device  # torch: see the note on imports
+
+    for device in sorted({c.config.device for c in cells}):
+        resolve_device(device)
+
+
+def _preflight(todo: list[Cell], store: Path, *, download: bool = True) -> None:
+    """Fail before writing anything (UserError) when the data is not there, or the store
+    cannot be written.
 
     With `download` False (--dry-run) missing MNIST is not fetched: a warning says the run will
     download it, unless its folder cannot be written, which fails as the run would.
     """
     # torch: see the note on imports
-    from runners.training.data import load_arrays, resolve_data_root
-    from runners.training.session import resolve_device
+    from runners.training.data import MissingDataError, load_arrays
 
-    if check_device:
-        for device in sorted({c.config.device for c in todo}):
-            resolve_device(device)
     # Loading once here also means pool workers never download MNIST concurrently.
     for dataset, root in sorted({(c.config.dataset, c.config.data_root or "") for c in todo}):
         try:
             load_arrays(dataset, root or None, download=download)
-        except UserError as exc:
-            folder = resolve_data_root(root or None)
-            if download or not _writable(folder):
+        except MissingDataError as exc:
+            if download or not _writable(exc.folder):
                 raise
-            print(f"ste-ablate: warning: {exc} The run will try to download it.", file=sys.stderr)
+            print(
+                f"ste-ablate: warning: MNIST is not in {exc.folder} yet: the run will try to "
+                "download it there (offline, put the four IDX files there first, or pass "
+                "--data-root DIR)",
+                file=sys.stderr,
+            )
     if not _writable(store):
         raise UserError(f"cannot write to the store {store} (not a folder this user may write)")
 

@@ -23,6 +23,7 @@ from runners.executors.slurm.record import latest_tasks, task_log_folders
 if TYPE_CHECKING:
     from runners.executors.base import GridOutcome
     from runners.executors.cells import CellTask
+    from runners.executors.slurm.executor import Submission
 
 # The executor imports submitit and torch (seconds): the functions that submit import it, so that
 # `ste-ablate run --help` starts at once.
@@ -154,28 +155,35 @@ def run_on_slurm(
     """
     from runners.executors.slurm.executor import SlurmExecutor  # torch: see the note on imports
 
-    executor = SlurmExecutor(Path(store), options)
-    submission = executor.submit(tasks)
-    if submission.queued:
-        print(f"{len(submission.queued)} cells already queued or running in SLURM")
-    if submission.array_id is not None:
-        print(
-            f"submitted {len(submission.submitted)} cells as SLURM job array "
-            f"{submission.array_id} ({submission.array_tasks} tasks)"
-        )
-        print(
-            f"logs: {submission.logs}; follow: ste-ablate status {spec_arg or 'SPEC'} "
-            f"--store {executor.store}"
-        )
-    elif not submission.queued:
-        print("nothing to submit")
-        return 0
-    if not wait:
-        return 0
-    run_ids = [t.run_id for t in tasks]
-    outcome = executor.wait(
-        submission.spec_name, run_ids, on_progress=lambda line: print(line, flush=True)
+    made: list[Submission] = []
+
+    def say(submission: Submission) -> None:
+        made.append(submission)
+        if submission.queued:
+            print(f"{len(submission.queued)} cells already queued or running in SLURM")
+        if submission.array_id is not None:
+            print(
+                f"submitted {len(submission.submitted)} cells as SLURM job array "
+                f"{submission.array_id} ({submission.array_tasks} tasks)"
+            )
+            print(
+                f"logs: {submission.logs}; follow: ste-ablate status {spec_arg or 'SPEC'} "
+                f"--store {Path(store).resolve()}"
+            )
+        elif not submission.queued:
+            print("nothing to submit")
+
+    executor = SlurmExecutor(
+        Path(store),
+        options,
+        follow=wait,
+        on_submit=say,
+        on_progress=lambda line: print(line, flush=True),
     )
+    outcome = executor.run(tasks)
+    (submission,) = made
+    if not wait or (submission.array_id is None and not submission.queued):
+        return 0
     if outcome.signum is not None:
         print("stopped waiting; the job array goes on (scancel it to stop it)", file=sys.stderr)
         return 128 + signal.SIGINT

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from runners.commands.grid_table import (
+    add_determinism,
     add_spec_and_store,
     check_store,
     print_cells,
     thread_mix_warning,
+    with_determinism,
 )
 from runners.errors import UserError
 from runners.executors.slurm.record import slurm_states
@@ -29,12 +31,13 @@ def register(subparsers: Any) -> None:
         "diverged, running, interrupted, missing), epochs done and final test MSE.",
     )
     add_spec_and_store(status)
+    add_determinism(status)
     status.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`ste-ablate status`: print the table; exit 0 (2 on a bad spec)."""
-    spec = load_spec(args.spec, max_cells=args.max_cells)
+    spec = with_determinism(load_spec(args.spec, max_cells=args.max_cells), args.determinism)
     store = Path(args.store)
     check_store(store)
     infos = {c.run_id: run_store.cell_info(run_store.run_dir(store, c.run_id)) for c in spec.cells}

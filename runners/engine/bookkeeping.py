@@ -33,7 +33,7 @@ from runners.training.evaluate import (
     reconstruct,
     save_reconstruction_png,
 )
-from runners.training.metrics import code_stats, probe_accuracy, psnr
+from runners.training.metrics import code_stats, mean_image_mse, probe_accuracy, psnr
 from runners.training.session import keep_thread_count, runtime_info
 from runners.training.state import RunState
 
@@ -70,6 +70,7 @@ class Run:
         self.state: RunState | None = None
         self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor | None]] = []
         self.outcome: Outcome | None = None
+        self.baseline_mse: float | None = None  # mean_image_mse, once per run
 
     # ------------------------------------------------------------------ start
     def prepare(self) -> None:
@@ -196,12 +197,16 @@ class Run:
         stats = code_stats(result.codes, state.prev_codes)
         state.prev_codes = result.codes
         losses = [s["train_loss"] for s in state.steps if s["epoch"] == epoch]
+        if self.baseline_mse is None:
+            self.baseline_mse = mean_image_mse(data.train.images, data.test.images)
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": state.step,
+            "images_seen": epoch * self.epoch_images,
             "train_mse": math.fsum(losses) / len(losses),
             "test_mse": result.mse,
             "test_psnr": psnr(result.mse),
+            "mean_image_mse": self.baseline_mse,
             "grad_norm_pre": (
                 math.fsum(state.epoch_grad_norms) / len(state.epoch_grad_norms)
                 if state.epoch_grad_norms

@@ -3,16 +3,20 @@
 An executor only decides where cells run (this process, a local process pool, a SLURM job
 array); what a cell does is `runners.executors.cells.execute_cell`, the same everywhere. Backends
 are library objects: they take their settings as dataclass fields and never see the command line.
+`LocalExecutor` is what the two local ones (`local.InProcessExecutor`, `pool.PoolExecutor`)
+share: stacks of cells, the progress display, and how a finished unit is recorded.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runners.executors.cells import CellTask
+from runners.executors.cells import CellTask, plan_stacks
+from runners.executors.display import CellDisplay, ProgressOptions
+from runners.executors.signals import signal_of
 
 
 @dataclass
@@ -44,3 +48,51 @@ class Executor(Protocol):
     def run(self, tasks: Sequence[CellTask]) -> GridOutcome:
         """Run the cells (in order, as far as the backend orders anything) to the end."""
         ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalExecutor:
+    """Cells in stacks on this machine, with a progress display; subclasses decide where each
+    stack runs (`_run`).
+
+    Attributes:
+        stack: train up to this many compatible cells together (`runners.speed.stacking`);
+            1 = one cell at a time.
+        stack_mode: "grouped" or "looped" stacks (None: the device's default).
+        progress: how progress is shown.
+    """
+
+    stack: int = 1
+    stack_mode: str | None = None
+    progress: ProgressOptions = field(default_factory=ProgressOptions)
+
+    def run(self, tasks: Sequence[CellTask]) -> GridOutcome:
+        """Run the cells, stack by stack (`runners.executors.cells.plan_stacks`)."""
+        with CellDisplay(self.progress, len(tasks)) as display:
+            return self._run(plan_stacks(list(tasks), self.stack), display)
+
+    def _run(self, units: list[list[CellTask]], display: CellDisplay) -> GridOutcome:
+        raise NotImplementedError
+
+    @staticmethod
+    def _record(
+        outcome: GridOutcome,
+        display: CellDisplay,
+        unit: list[CellTask],
+        summaries: Iterable[dict[str, Any]],
+    ) -> int | None:
+        """Enter a finished unit's summaries in `outcome` and the display; the signal that
+        interrupted one of its cells, else None."""
+        signum = None
+        for task, summary in zip(unit, summaries, strict=True):
+            outcome.summaries[task.run_id] = summary
+            display.finish(task, summary)
+            if summary.get("status") == "interrupted" and signum is None:
+                signum = signal_of(summary)
+        return signum
+
+    @staticmethod
+    def _stop(outcome: GridOutcome, signum: int | None, left: Iterable[list[CellTask]]) -> None:
+        """The grid ended: the signal that stopped it, and the cells never started."""
+        outcome.signum = signum
+        outcome.not_started = [t.run_id for unit in left for t in unit]

@@ -16,36 +16,21 @@ from __future__ import annotations
 import signal
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from runners.executors.base import GridOutcome
-from runners.executors.cells import CellTask, execute_cells, plan_stacks, summary_after_interrupt
+from runners.executors.base import GridOutcome, LocalExecutor
+from runners.executors.cells import CellTask, execute_cells, summary_after_interrupt
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.pool import PoolExecutor
-from runners.executors.signals import catch_signals, signal_of
+from runners.executors.signals import catch_signals
 
 
-@dataclass(frozen=True)
-class InProcessExecutor:
-    """Run cells in this process, one stack after another (what tests and a laptop use).
-
-    Attributes:
-        stack: train up to this many compatible cells together (`runners.speed.stacking`);
-            1 = one cell at a time.
-        stack_mode: "grouped" or "looped" stacks (None: the device's default).
-        progress: how progress is shown.
-    """
-
-    stack: int = 1
-    stack_mode: str | None = None
-    progress: ProgressOptions = field(default_factory=ProgressOptions)
-
-    def run(self, tasks: Sequence[CellTask]) -> GridOutcome:
-        """Run the cells; a signal stops after the cell in training has checkpointed."""
-        with CellDisplay(self.progress, len(tasks)) as display:
-            return self._run(plan_stacks(list(tasks), self.stack), display)
+@dataclass(frozen=True, kw_only=True)
+class InProcessExecutor(LocalExecutor):
+    """Run cells in this process, one stack after another (what tests and a laptop use); a
+    signal stops the grid after the cell in training has checkpointed."""
 
     def _run(self, units: list[list[CellTask]], display: CellDisplay) -> GridOutcome:
         outcome = GridOutcome()
@@ -63,13 +48,9 @@ class InProcessExecutor:
                     # interrupted or missing.
                     summaries = [summary_after_interrupt(task) for task in unit]
                     caught.signum = caught.signum or signal.SIGINT
-                for task, summary in zip(unit, summaries, strict=True):
-                    outcome.summaries[task.run_id] = summary
-                    display.finish(task, summary)
-                    if summary.get("status") == "interrupted":
-                        caught.signum = caught.signum or signal_of(summary)
-        outcome.signum = caught.signum
-        outcome.not_started = [t.run_id for unit in queue for t in unit]
+                signum = self._record(outcome, display, unit, summaries)
+                caught.signum = caught.signum or signum
+        self._stop(outcome, caught.signum, queue)
         return outcome
 
 
@@ -116,7 +97,9 @@ def local_executor(
     progress = progress or ProgressOptions()
     if workers <= 1:
         return InProcessExecutor(stack=stack, stack_mode=stack_mode, progress=progress)
-    return PoolExecutor(workers, tuple(devices), stack, stack_mode, progress)
+    return PoolExecutor(
+        workers, tuple(devices), stack=stack, stack_mode=stack_mode, progress=progress
+    )
 
 
 def run_cells(

@@ -28,22 +28,20 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from runners.executors.base import GridOutcome
+from runners.executors.base import GridOutcome, LocalExecutor
 from runners.executors.cells import (
     CellTask,
     execute_cells,
-    plan_stacks,
     set_worker_resources,
     summary_after_interrupt,
 )
-from runners.executors.display import CellDisplay, ProgressOptions
-from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interrupt, signal_of
+from runners.executors.display import CellDisplay
+from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interrupt
 
 # Set in each worker by `_init_worker`.
 _PARENT_PID: int | None = None
@@ -63,28 +61,19 @@ def available_cpus() -> int:
 
 
 @dataclass(frozen=True)
-class PoolExecutor:
-    """Run cells in `workers` spawned processes, each with an equal share of the CPU cores.
+class PoolExecutor(LocalExecutor):
+    """Run cells in `workers` spawned processes, each with an equal share of the CPU cores; a
+    dead worker fails its cells and stops new ones from starting.
 
     Attributes:
         workers: worker processes.
         devices: one device per worker (e.g. ("cuda:0", "cuda:1")), or empty: each cell uses
             its own setting.
-        stack: train up to this many compatible cells together (`runners.speed.stacking`).
-        stack_mode: "grouped" or "looped" stacks (None: the device's default).
-        progress: how progress is shown.
+        (and `LocalExecutor`'s stack, stack_mode, progress, by keyword)
     """
 
     workers: int
     devices: tuple[str, ...] = ()
-    stack: int = 1
-    stack_mode: str | None = None
-    progress: ProgressOptions = field(default_factory=ProgressOptions)
-
-    def run(self, tasks: Sequence[CellTask]) -> GridOutcome:
-        """Run the cells; a dead worker fails its cells and stops new ones from starting."""
-        with CellDisplay(self.progress, len(tasks)) as display:
-            return self._run(plan_stacks(list(tasks), self.stack), display)
 
     def _run(self, units: list[list[CellTask]], display: CellDisplay) -> GridOutcome:
         outcome = GridOutcome()
@@ -130,19 +119,17 @@ class PoolExecutor:
                     done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                     for future in done:
                         unit = running.pop(future)
-                        for task, summary in zip(unit, _result(future, unit), strict=True):
-                            error = summary.get("error") or ""
-                            broken = broken or error.startswith("worker died")
-                            outcome.summaries[task.run_id] = summary
-                            display.finish(task, summary)
-                            if summary.get("status") == "interrupted" and caught.signum is None:
-                                caught.signum = signal_of(summary)
+                        summaries = _result(future, unit)
+                        broken = broken or any(
+                            (s.get("error") or "").startswith("worker died") for s in summaries
+                        )
+                        signum = self._record(outcome, display, unit, summaries)
+                        caught.signum = caught.signum or signum
                     if broken and not running:
                         break
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-        outcome.signum = caught.signum
-        outcome.not_started = [t.run_id for unit in queue for t in unit]
+        self._stop(outcome, caught.signum, queue)
         return outcome
 
 

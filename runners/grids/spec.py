@@ -20,7 +20,6 @@ A cell's id is its resolved config's `run_id`; two entries that resolve to the s
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import re
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.config import ConfigError, RunConfig, validate_dict
+from runners.config import ConfigError, RunConfig, unknown_key_message, validate_dict
 from runners.errors import UserError, short_repr
 from runners.grids.limits import (
     MAX_CELLS,
@@ -145,7 +144,7 @@ def _build(data: Any, path: Path, sha: str, errors: list[str], max_cells: int) -
         return None
     for key in data:
         if key not in SPEC_KEYS:
-            errors.append(_unknown(key, SPEC_KEYS, "spec key"))
+            errors.append(unknown_key_message(key, SPEC_KEYS, "spec key"))
 
     name = data.get("name")
     if name is None:
@@ -218,7 +217,7 @@ def _check_grid(grid: Any, base: dict | None, errors: list[str]) -> dict[str, li
     for axis, values in grid.items():
         where = f"grid.{axis}"
         if axis not in names:
-            errors.append(_unknown(axis, names, "grid axis"))
+            errors.append(unknown_key_message(axis, names, "grid axis"))
             ok = False
             continue
         if base is not None and axis in base:
@@ -266,7 +265,7 @@ def _check_entries(entries: Any, where: str, base: dict | None, errors: list[str
         checked: dict[str, list] = {}
         for key, value in entry.items():
             if key not in names:
-                errors.append(f"{at}: " + _unknown(key, names, "config key"))
+                errors.append(f"{at}: " + unknown_key_message(key, names, "config key"))
                 continue
             values = value if isinstance(value, list) else [value]
             if not values:
@@ -289,7 +288,7 @@ def _check_wandb(block: Any, errors: list[str]) -> WandbSettings:
         return WandbSettings()
     for key in block:
         if key not in WANDB_KEYS:
-            errors.append("wandb: " + _unknown(key, WANDB_KEYS, "key"))
+            errors.append("wandb: " + unknown_key_message(key, WANDB_KEYS, "key"))
     project, entity = block.get("project"), block.get("entity")
     for key, value in (("project", project), ("entity", entity)):
         if value is not None and (
@@ -376,9 +375,3 @@ def _matches(config: RunConfig, entry: dict[str, list]) -> bool:
 
 def _show(values: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}: {short_repr(v)}" for k, v in values.items()) + "}"
-
-
-def _unknown(key: Any, names: tuple[str, ...] | list[str], what: str) -> str:
-    close = difflib.get_close_matches(str(key), list(names), n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"unknown {what} {short_repr(key)}{hint}"

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from runners.tracking.tracker import NullTracker, Tracker
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+WANDB_ALIASES = {"off": "disabled"}  # what people type for "no W&B"
 DEFAULT_PROJECT = "ste-ablations"
 DEFAULT_HOST = "https://api.wandb.ai"
 # Online start-up gives up after this long and the tracker falls back to offline.
@@ -55,7 +56,9 @@ def resolve_mode(mode: str) -> tuple[str, str | None]:
 
     `auto` honours WANDB_MODE when set, else picks online with credentials and offline without.
     `online` without credentials falls back to offline rather than prompting for a login.
+    `off` is `disabled` (`WANDB_ALIASES`).
     """
+    mode = WANDB_ALIASES.get(mode, mode)
     if mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
     if mode == "auto":

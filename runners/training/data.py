@@ -70,6 +70,32 @@ def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache) / "ste-ablations" / "data"
 
 
+def torchvision_root(folder: Path) -> Path:
+    """The folder torchvision reads MNIST/raw/ under: `folder`, or the one above it when `folder`
+    already is .../MNIST/raw (or .../MNIST holding raw/), as people often pass."""
+    if folder.name == "raw" and folder.parent.name == "MNIST":
+        return folder.parent.parent
+    if folder.name == "MNIST" and (folder / "raw").is_dir():
+        return folder.parent
+    return folder
+
+
+class MissingDataError(UserError):
+    """MNIST's files are not where the run looks, and were not downloaded there.
+
+    Attributes:
+        folder: the MNIST/raw/ folder that lacks them.
+    """
+
+    def __init__(self, folder: Path, why: str | None = None) -> None:
+        super().__init__(
+            f"MNIST is not in {folder}{f' ({why})' if why else ''}. Put the four uncompressed "
+            f"IDX files ({', '.join(MNIST_FILES)}) in {folder}, or pass --data-root DIR (or set "
+            "STE_DATA_ROOT) to a folder holding MNIST/raw/; or use --dataset mnist-mini (bundled)."
+        )
+        self.folder = folder
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [-1, 1], the same arithmetic as ToTensor + Normalize(0.5, 0.5)."""
     return (images.to(torch.float32).div(255) - 0.5) / 0.5
@@ -80,13 +106,18 @@ def load_arrays(
 ) -> tuple[Split, Split]:
     """Whole train and test splits of `dataset` on the CPU (uint8 images, int64 labels).
 
+    Full MNIST is read from ROOT/MNIST/raw/ (`resolve_data_root`; a root that already is
+    .../MNIST/raw/ is taken as meant, `torchvision_root`), downloaded there first when missing
+    and `download` is on.
+
     Raises:
-        UserError: unknown dataset, or MNIST missing and not downloadable (names the folder).
+        UserError: unknown dataset.
+        MissingDataError: MNIST missing, and `download` off or the download failed.
     """
     if dataset == "mnist-mini":
         return _load_mini()
     if dataset == "mnist":
-        return _load_mnist(str(resolve_data_root(data_root)), download)
+        return _load_mnist(str(torchvision_root(resolve_data_root(data_root))), download)
     raise UserError(f"unknown dataset {dataset!r} (choose from {', '.join(DATASET_SIZES)})")
 
 
@@ -167,7 +198,7 @@ def _load_mnist(root: str, download: bool) -> tuple[Split, Split]:
     raw = Path(root) / "MNIST" / "raw"
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
     if missing and not download:
-        raise UserError(_missing_message(raw, "downloads are off"))
+        raise MissingDataError(raw)
     created = [p for p in (Path(root), Path(root) / "MNIST", raw) if not p.exists()]
     try:
         # torchvision reports its download attempts on stdout; keep stdout for results.
@@ -181,16 +212,8 @@ def _load_mnist(root: str, download: bool) -> tuple[Split, Split]:
         text = " ".join(str(exc).split())
         urlerror = re.search(r"<urlopen error ([^>]*)>", text)
         reason = f"download failed: {urlerror.group(1)}" if urlerror else text[:120]
-        raise UserError(_missing_message(raw, reason)) from None
+        raise MissingDataError(raw, reason) from None
     return (
         Split(train.data.contiguous(), train.targets.to(torch.int64)),
         Split(test.data.contiguous(), test.targets.to(torch.int64)),
-    )
-
-
-def _missing_message(raw: Path, why: str) -> str:
-    return (
-        f"MNIST is not in {raw} ({why}). Put the four uncompressed IDX files "
-        f"({', '.join(MNIST_FILES)}) in {raw}, or pass --data-root DIR (or set STE_DATA_ROOT) "
-        "to a folder holding MNIST/raw/; or use --dataset mnist-mini (bundled)."
     )

@@ -25,7 +25,7 @@ GOLDEN = HERE / "engine.json"
 # runs with them would be compared without their keys.
 DIAGNOSTICS_PREFIX = "diag_"
 
-# Recorded with the libraries' own kernel choice ("machine"), before portable mode existed.
+# Recorded with the libraries' own kernel choice ("machine"): these values hold on one CPU kind.
 TINY = [
     "--dataset", "mnist-mini", "--train-subset", "256", "--test-subset", "128",
     "--epochs", "2", "--device", "cpu", "--diagnostics", "off", "--determinism", "machine",

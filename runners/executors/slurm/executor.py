@@ -71,19 +71,30 @@ class SlurmExecutor:
         store: the run store (must be visible from every node).
         options: resources and packing of the array tasks.
         poll_s: seconds between two looks at the cells while waiting.
+        follow: whether `run` waits for the array tasks (False: it returns once submitted).
+        on_submit: called with the `Submission` as soon as it is made.
+        on_progress: gets the progress lines while `run` waits (when no bar is drawn).
     """
 
     store: Path
     options: SlurmOptions = field(default_factory=SlurmOptions)
     poll_s: float = 1.0
+    follow: bool = True
+    on_submit: Callable[[Submission], None] | None = None
+    on_progress: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         self.store = Path(self.store).resolve()
 
     def run(self, tasks: Sequence[CellTask]) -> GridOutcome:
-        """Submit the cells and wait until none of their array tasks is live."""
+        """Submit the cells; with `follow`, wait until none of their array tasks is live and
+        return the cells as the store has them (else an empty outcome)."""
         submission = self.submit(tasks)
-        return self.wait(submission.spec_name, [t.run_id for t in tasks])
+        if self.on_submit is not None:
+            self.on_submit(submission)
+        if not self.follow:
+            return GridOutcome()
+        return self.wait(submission.spec_name, [t.run_id for t in tasks], self.on_progress)
 
     def submit(self, tasks: Sequence[CellTask]) -> Submission:
         """Submit the cells as one job array, and record the submission.
