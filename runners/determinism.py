@@ -280,7 +280,7 @@ def hardware(device: Any = None) -> dict[str, Any]:
         "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),
         "mkl_branch": mkl_branch(),
         "mkl_version": mkl_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: checkpoints load with weights_only
         "determinism": os.environ.get(ENV_MODE, "machine"),
     }
     if device is not None and getattr(device, "type", None) == "cuda":

@@ -150,7 +150,7 @@ def machine() -> dict[str, Any]:
         "capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_branch": determinism.mkl_branch(),
         "onednn_isa": determinism.onednn_isa(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
 
 
