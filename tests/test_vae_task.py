@@ -95,6 +95,7 @@ def test_data_split_mean_and_dynamic_binarisation():
     # The batch of a step depends on the seed and the step only, never on the estimator.
     states = [RunState(vae(estimator=e), torch.device("cpu"), TASK) for e in ("arm", "gumbel")]
     index = torch.arange(50)
+    assert states[1].model.estimator.paired_noise  # gumbel samples the others' bits here
     first, second = (TASK.batch(s, data.train.images, index) for s in states)
     assert torch.equal(first, second) and set(first.unique().tolist()) <= {0.0, 1.0}
     states[0].step = 1
