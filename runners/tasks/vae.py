@@ -44,7 +44,7 @@ from runners.training.data import (
     selection,
 )
 from runners.training.evaluate import FIGURE_IMAGES, figure_digits, save_reconstruction_png
-from runners.training.kernels import adam
+from runners.training.kernels import adam, tune_cpu_malloc
 from runners.training.recipe import derive_seed
 from ste_variants import estimate_gradient, evaluations_per_step
 from ste_variants.unbiased import check_samples_bernoulli
@@ -150,6 +150,8 @@ class BernoulliVaeTask:
             torch.manual_seed(derive_seed(config.seed, "init"))
             model = BernoulliVAE(config.vae_arch, config.vae_latents, config.estimator, data_mean)
         model.estimator.paired_noise = True  # gumbel draws the bits of the others
+        if fast and device.type == "cpu":
+            tune_cpu_malloc()  # the CPU fast path: freed step memory stays in the process
         return model.to(device)
 
     @staticmethod
