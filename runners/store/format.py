@@ -75,12 +75,12 @@ def run_id_for(identity: Mapping[str, Any]) -> str:
 
 
 def identity_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity of a run's config (a RunConfig's fields as a mapping): `IDENTITY_FIELDS`,
-    plus `determinism` when it is not "machine" (runs from before that field keep their ids)."""
-    out = {name: config[name] for name in IDENTITY_FIELDS}
-    if config.get("determinism", "machine") != "machine":
-        out["determinism"] = config["determinism"]
-    return out
+    """A run config's identity: `IDENTITY_FIELDS`, `determinism` unless "machine", and for a task
+    other than the article's, `task` and that task's `vae_*` fields (older run ids stay)."""
+    extra = ("determinism",) if config.get("determinism", "machine") != "machine" else ()
+    if config.get("task", "autoencoder") != "autoencoder":
+        extra += tuple(k for k in config if k == "task" or k.startswith("vae_"))
+    return {name: config[name] for name in (*IDENTITY_FIELDS, *extra)}
 
 
 def config_problem(document: Any, run_id: str) -> str | None:
