@@ -20,7 +20,8 @@ full MNIST under $STE_DATA_ROOT when present, else the bundled mnist-mini. `--qu
 everything (a smoke test that also runs on a CPU: `--device cpu --quick`).
 
 torch and the project's modules are imported inside each part: `main` puts the checkout on
-sys.path first, and a part that cannot import is recorded as that part's failure.
+sys.path first and pins the CPU kernels of the default determinism (`runners.determinism`, plain
+Python) before torch loads, and a part that cannot import is recorded as that part's failure.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT") or "gpu-check", help="folder")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    # Before any part loads torch: the runs train in portable mode, as `ste-ablate` pins it.
+    from runners import determinism
+
+    determinism.pin(determinism.DEFAULT_MODE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

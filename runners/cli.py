@@ -13,8 +13,8 @@ import sys
 from typing import NoReturn
 
 from runners import determinism
-from runners.config import ConfigError
-from runners.errors import UserError
+from runners.config import KEY_ALIASES, ConfigError
+from runners.errors import UserError, close_names
 from runners.openmp import prefer_passive_wait
 
 # Order is the order shown by `ste-ablate --help`. Building the parser imports every module:
@@ -62,6 +62,26 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (UserError, ConfigError) + ((spec.EstimatorSpecError,) if spec else ())
 
 
+def _unknown_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]
+) -> str:
+    """argparse's "unrecognized arguments", with what a mistyped --flag may have meant."""
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    flag = next((u.split("=", 1)[0] for u in unknown if u.startswith("--")), None)
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = sub.choices.get(getattr(args, "command", None) or "") if sub else None
+    if flag is None or command is None:
+        return message
+    flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    aliases = {
+        f"--{spelt}": f"--{new.replace('_', '-')}"
+        for old, new in KEY_ALIASES.items()
+        for spelt in (old, old.replace("_", "-"))
+    }
+    close = close_names(flag, flags, aliases)
+    return message + (f" (did you mean {' or '.join(close)}?)" if close else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_wait()  # before any command imports torch
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -73,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ste-ablate: error: {exc}", file=sys.stderr)
             return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(_unknown_arguments(parser, args, unknown))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

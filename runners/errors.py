@@ -30,7 +30,16 @@ def short_repr(value: object) -> str:
 def unknown_name(
     key: object, names: Iterable[str], what: str, aliases: Mapping[str, str] | None = None
 ) -> str:
-    """``unknown WHAT 'key' (did you mean 'x' or 'y'?)``: close matches among `names`.
+    """``unknown WHAT 'key' (did you mean 'x' or 'y'?)``: `close_names` among `names`."""
+    close = close_names(key, names, aliases)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown {what} {short_repr(key)}{hint}"
+
+
+def close_names(
+    key: object, names: Iterable[str], aliases: Mapping[str, str] | None = None
+) -> list[str]:
+    """Up to three of `names` that `key` may have meant: its alias first, then close matches.
 
     `aliases` maps names people use to the one meant where spelling is no guide (difflib finds
     ``lr`` nowhere near ``learning_rate``); an alias counts only when its target is in `names`.
@@ -39,5 +48,4 @@ def unknown_name(
     meant = (aliases or {}).get(str(key).lower())
     close = [meant] if meant in names else []
     close += [c for c in difflib.get_close_matches(str(key), names, n=3, cutoff=0.6) if c != meant]
-    hint = f" (did you mean {' or '.join(repr(c) for c in close[:3])}?)" if close else ""
-    return f"unknown {what} {short_repr(key)}{hint}"
+    return close[:3]

@@ -91,3 +91,18 @@ def test_the_device_is_checked_when_every_cell_is_done(tmp_path, capsys):
         assert main([*args, "--device", "cuda:99", *extra]) == 2
         err = capsys.readouterr().err
         assert "device 'cuda:99' asked for" in err, err
+
+
+def test_a_mistyped_flag_gets_what_it_may_have_meant(capsys):
+    for argv, meant in (
+        (["train", "--learning_rate", "0.1"], "(did you mean --lr?)"),
+        (["train", "--learning-rate=0.1"], "(did you mean --lr?)"),
+        (["run", "x.yaml", "--wandb-projct", "p"], "(did you mean --wandb-project"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and "unrecognized arguments" in err and meant in err, err
+    with pytest.raises(SystemExit):
+        main(["train", "--seed", "1", "extra"])
+    assert "did you mean" not in capsys.readouterr().err
