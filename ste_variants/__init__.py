@@ -9,7 +9,14 @@ See ``list_estimators()``, ``describe(name)`` and docs/estimators.md.
 
 # Importing the estimator modules registers the built-ins; listing order is import order
 # (deterministic first: annealed imports it; categorical imports stochastic).
-from ste_variants import annealed, categorical, deterministic, spiking, stochastic  # noqa: F401
+from ste_variants import (  # noqa: F401
+    annealed,
+    categorical,
+    deterministic,
+    spiking,
+    stochastic,
+    unbiased,
+)
 from ste_variants.base import Estimator, Param
 from ste_variants.module import Binarize
 from ste_variants.registry import (
@@ -22,15 +29,19 @@ from ste_variants.registry import (
     register_estimator,
 )
 from ste_variants.spec import EstimatorSpecError
+from ste_variants.unbiased import Estimate, estimate_gradient, evaluations_per_step
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Binarize",
+    "Estimate",
     "Estimator",
     "EstimatorSpecError",
     "Param",
     "canonical_spec",
     "describe",
+    "estimate_gradient",
+    "evaluations_per_step",
     "get_estimator",
     "list_estimators",
     "load_plugins",

@@ -157,6 +157,15 @@ class Estimator:
     stochastic: ClassVar[bool] = False
     annealed: ClassVar[bool] = False
     area_note: ClassVar[str] = ""  # how the area depends on params / progress / scaling
+    # "threshold": a 0/1 threshold with a custom backward (``backward_rule``); "unbiased": an
+    # estimator that evaluates the objective at several samples (``estimate``, ste_variants.
+    # unbiased). Which tasks an estimator fits is decided from this and ``samples_from``.
+    family: ClassVar[str] = "threshold"
+    # The distribution the training-mode forward samples: "bernoulli" (1{u < σ(x)}, or the
+    # same law through other noise), "hard_sigmoid" (BinaryNet), or None (no sampling).
+    samples_from: ClassVar[str | None] = None
+    # Reference implementations checked against (text; empty when none was read).
+    reference_code: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
         declared = {p.name: p for p in self.hyperparams}
@@ -169,6 +178,10 @@ class Estimator:
         }
         self._params = values
         self.progress = 0.0
+        # True: draw noise so that the sampled bits are 1{u < σ(x)} of the generator's uniforms
+        # wherever the definition allows (same law; pairs estimators of one seed bit for bit).
+        # A run setting, not a hyperparameter: the article task leaves it False.
+        self.paired_noise = False
         self.validate()
 
     def validate(self) -> None:

@@ -31,6 +31,7 @@ class _BernoulliSample(Estimator):
 
     forward_text = "training: 1{u < σ(x)}, u ~ U(0, 1) (P = σ(x)); eval: 1{x > 0}"
     stochastic = True
+    samples_from = "bernoulli"
 
     def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return uniform(x, generator)

@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "ste_variants"
+# "threshold": a custom backward through a 0/1 threshold; "unbiased": objective evaluations.
+FAMILIES = ("threshold", "unbiased")
 
 _REGISTRY: dict[str, type[Estimator]] = {}
 _plugins_loaded = False
@@ -53,8 +55,12 @@ def register_estimator(cls: E) -> E:
     missing = [attr for attr in ("backward_text", "paper") if not getattr(cls, attr)]
     if missing:
         raise TypeError(f"estimator {name!r} lacks metadata: {', '.join(missing)}")
-    if cls.backward_rule is Estimator.backward_rule:
+    if cls.family not in FAMILIES:
+        raise TypeError(f"estimator {name!r}: family must be one of {FAMILIES}, got {cls.family!r}")
+    if cls.family == "threshold" and cls.backward_rule is Estimator.backward_rule:
         raise TypeError(f"estimator {name!r} does not implement backward_rule")
+    if cls.family == "unbiased" and not callable(getattr(cls, "estimate", None)):
+        raise TypeError(f"estimator {name!r} (unbiased) does not implement estimate")
     seen = [p.name for p in cls.hyperparams]
     if len(seen) != len(set(seen)):
         raise TypeError(f"estimator {name!r} declares a hyperparameter twice")
@@ -186,9 +192,10 @@ def describe(spec: str | Mapping[str, Any] | Estimator) -> dict[str, Any]:
     Returns:
         A dict with ``name``, ``spec``, ``summary``, ``forward``, ``backward`` (text), ``backward_short``,
         ``params`` ({name: {default, value, type, low, high, ..., doc}}), ``paper``, ``arxiv``,
-        ``cite``, ``stochastic``, ``annealed``, ``area`` (∫ surrogate dx at progress 0, None if
-        infinite), ``area_end`` (at progress 1), ``peak`` (max of the surrogate at progress 0),
-        ``peak_end`` (at progress 1), ``area_note`` and ``doc``. Area and peak are those of the
+        ``cite``, ``stochastic``, ``annealed``, ``family`` ("threshold" or "unbiased"),
+        ``samples_from`` ("bernoulli", "hard_sigmoid" or None), ``reference_code``, ``area`` (∫ surrogate dx at progress 0, None if
+        infinite or no surrogate), ``area_end`` (at progress 1), ``peak`` (max of the surrogate
+        at progress 0; None for the unbiased family), ``peak_end`` (at progress 1), ``area_note`` and ``doc``. Area and peak are those of the
         noise-free surrogate (eval mode for stochastic estimators), on the 0/1 step.
     """
     est = get_estimator(spec)
@@ -199,9 +206,12 @@ def describe(spec: str | Mapping[str, Any] | Estimator) -> dict[str, Any]:
         info["value"] = est.params[p.name]
         params[p.name] = info
     fresh = cls(**est.params)
-    area_start, peak_start = _clean(fresh.area()), fresh.peak()
-    fresh.set_progress(1.0)
-    area_end, peak_end = _clean(fresh.area()), fresh.peak()
+    if cls.family == "threshold":
+        area_start, peak_start = _clean(fresh.area()), fresh.peak()
+        fresh.set_progress(1.0)
+        area_end, peak_end = _clean(fresh.area()), fresh.peak()
+    else:  # no surrogate to measure
+        area_start = peak_start = area_end = peak_end = None
     doc = (cls.__doc__ or "").strip()
     return {
         "name": cls.name,
@@ -216,6 +226,9 @@ def describe(spec: str | Mapping[str, Any] | Estimator) -> dict[str, Any]:
         "cite": cls.cite,
         "stochastic": cls.stochastic,
         "annealed": cls.annealed,
+        "family": cls.family,
+        "samples_from": cls.samples_from,
+        "reference_code": cls.reference_code,
         "area": area_start,
         "area_end": area_end,
         "peak": peak_start,

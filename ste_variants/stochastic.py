@@ -62,6 +62,7 @@ class Bernoulli(Estimator):
         ),
     )
     area_note = "infinite for backward=st, 1 for backward=sigmoid"
+    samples_from = "bernoulli"
 
     def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return uniform(x, generator)
@@ -112,9 +113,13 @@ class Gumbel(Estimator):
         Param("tau", 1.0, "temperature of the relaxed sample", low=0.01, high=100.0),
     )
     area_note = "1 for every tau (in x, for fixed noise)"
+    samples_from = "bernoulli"
 
     def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return logistic(x, generator)
+        # L = logit(u) gives the bits 1{u > 1 − σ(x)}, the antithetic of 1{u < σ(x)}; with
+        # paired_noise, L = −logit(u) (the same law) gives 1{u < σ(x)}, the bits of `bernoulli`.
+        noise = logistic(x, generator)
+        return noise.neg_() if self.paired_noise else noise
 
     def backward_rule(
         self, g: torch.Tensor, x: torch.Tensor, noise: torch.Tensor | None, tau: float
@@ -160,6 +165,7 @@ class BinaryNetStochastic(Estimator):
     stochastic = True
     hyperparams = (SCALE,)
     area_note = "sign-native 2, times scale (default 0.5 → area 1, the hard sigmoid's slope)"
+    samples_from = "hard_sigmoid"
 
     def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return uniform(x, generator)
