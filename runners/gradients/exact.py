@@ -34,6 +34,7 @@ Objective = Callable[[torch.Tensor], torch.Tensor]  # b (..., B, n) -> f (..., B
 
 CHUNK_ROWS = 16_384  # code-example rows per evaluation of f
 MAX_ENUMERATED_BITS = 24  # 2^24 codes per example: beyond it enumeration is refused
+REFERENCE_GROUPS = 32  # groups of the local-expectation draws kept for the reference's noise
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Reference:
         stderr: per-coordinate standard error of `grad`, zeros when exact.
         evaluations: evaluations of f (code-example rows) spent.
         method: "enumeration" or "local_expectation".
+        group_means: (G, B, n) means of `grad`'s draws in G equal groups (None when exact):
+            the reference's noise pulled back to parameters is estimated from them.
     """
 
     grad: torch.Tensor
@@ -53,6 +56,7 @@ class Reference:
     stderr: torch.Tensor
     evaluations: int
     method: str
+    group_means: torch.Tensor | None = None
 
     @property
     def exact(self) -> bool:
@@ -145,6 +149,9 @@ def local_expectation_gradient(
     if draws < 2:
         raise ValueError("the local-expectation reference needs at least 2 draws")
     count, n = logits.shape
+    groups = min(REFERENCE_GROUPS, draws)
+    group_sums = torch.zeros(groups, count, n, dtype=torch.float64, device=logits.device)
+    done = 0
     ell = logits.detach().double()
     slope = torch.sigmoid(ell) * torch.sigmoid(-ell) / count  # σ'(ℓ)/B
     eye = torch.eye(n, dtype=logits.dtype, device=logits.device)
@@ -157,12 +164,16 @@ def local_expectation_gradient(
             b = sample_codes(logits, size, generator)  # (S, B, n)
             flipped = b[:, None] + (1 - 2 * b[:, None]) * eye[None, :, None, :]  # (S, n, B, n)
             base = objective(b).double()  # (S, B)
-            moved = objective(flipped).double().transpose(1, 2)  # (S, B, n)
+            moved = objective(flipped.reshape(size * n, count, n)).double()
+            moved = moved.view(size, n, count).transpose(1, 2)  # (S, B, n)
             on_minus_off = (moved - base[..., None]) * (1 - 2 * b.double())
             sample = slope * on_minus_off
             total += sample.sum(0)
             square += sample.pow(2).sum(0)
             value += base.sum(0)
+            which = torch.arange(done, done + size, device=logits.device) * groups // draws
+            group_sums.index_add_(0, which, sample)
+            done += size
     mean = total / draws
     variance = (square - draws * mean.pow(2)).clamp_min(0) / (draws - 1)
     return Reference(
@@ -171,6 +182,10 @@ def local_expectation_gradient(
         stderr=(variance / draws).sqrt(),
         evaluations=draws * (n + 1) * count,
         method="local_expectation",
+        group_means=group_sums
+        / torch.bincount(
+            torch.arange(draws, device=logits.device) * groups // draws, minlength=groups
+        ).view(groups, 1, 1),
     )
 
 
