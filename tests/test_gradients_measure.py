@@ -45,23 +45,22 @@ def test_streamed_sums_equal_those_of_the_explicit_draws():
         chunk=3,
         generator=torch.Generator().manual_seed(5),
     )
-    # The same draws one chunk at a time (4 per group: chunks of 3 and 1), pulled back singly.
+    # The same draws in the same chunks (3 at a time across groups), pulled back one by one.
     generator = torch.Generator().manual_seed(5)
     rows = {name: [] for name in got}
-    for _ in range(4):
-        for count in (3, 1):
-            for est in sampler.draw(problem.logits, problem.objective, count, generator):
-                params = list(problem.params.values())
-                grads = torch.autograd.grad(problem.logits, params, est, retain_graph=True)
-                rows[LOGITS].append(est.flatten().numpy())
-                by_name = dict(zip(problem.params, grads, strict=True))
-                flat = {
-                    layer: np.concatenate([by_name[p].flatten().numpy() for p in params_])
-                    for layer, params_ in problem.layers.items()
-                }
-                for layer, vec in flat.items():
-                    rows[layer].append(vec)
-                rows[TOTAL].append(np.concatenate(list(flat.values())))
+    for count in (3, 3, 3, 3, 3, 1):
+        for est in sampler.draw(problem.logits, problem.objective, count, generator):
+            params = list(problem.params.values())
+            grads = torch.autograd.grad(problem.logits, params, est, retain_graph=True)
+            rows[LOGITS].append(est.flatten().numpy())
+            by_name = dict(zip(problem.params, grads, strict=True))
+            flat = {
+                layer: np.concatenate([by_name[p].flatten().numpy() for p in params_])
+                for layer, params_ in problem.layers.items()
+            }
+            for layer, vec in flat.items():
+                rows[layer].append(vec)
+            rows[TOTAL].append(np.concatenate(list(flat.values())))
     reference = {LOGITS: ref.grad.flatten().numpy()}
     for layer in problem.layers:
         reference[layer] = np.concatenate(

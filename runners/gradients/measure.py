@@ -91,18 +91,19 @@ def measure(
     size = sum(v.numel() for name, v in target.items() if name != LOGITS)
     groups = max(2, min(groups, draws, GROUP_BYTES // max(1, 8 * size)))
     per_group = -(-draws // groups)
+    draws = groups * per_group
     sums = {name: torch.zeros(groups, v.numel(), dtype=torch.float64) for name, v in target.items()}
     square = {name: torch.zeros(groups, dtype=torch.float64) for name in target}
-    for g in range(groups):
-        left = per_group
-        while left > 0:
-            count = min(chunk, left)
-            left -= count
-            estimates = sampler.draw(problem.logits, problem.objective, count, generator)
-            for name, vec in problem.vectors(estimates, batched=True).items():
-                d = vec - target[name]
-                sums[name][g] += d.sum(0).cpu()
-                square[name][g] += float(d.pow(2).sum())
+    done = 0
+    while done < draws:
+        count = min(chunk, draws - done)
+        which = torch.arange(done, done + count) // per_group  # each estimate's group
+        done += count
+        estimates = sampler.draw(problem.logits, problem.objective, count, generator)
+        for name, vec in problem.vectors(estimates, batched=True).items():
+            d = (vec - target[name]).cpu()
+            sums[name].index_add_(0, which, d)
+            square[name].index_add_(0, which, d.pow(2).sum(1))
     out = {}
     for name, vec in target.items():
         means = sums[name] / per_group

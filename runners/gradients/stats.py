@@ -12,6 +12,7 @@ unbiased (μ = E g_r, V = tr Cov g_r, σ²_ref = the reference's own variance, 0
 and for the mean of M independent estimates, ḡ_M:
 
     rel. RMSE(M) = √(E‖ḡ_M − g*‖²) / ‖g*‖ = √(‖μ−g*‖² + V/M) / ‖g*‖
+                   (the squared bias's estimate clipped at 0; its lower bound at least V/M)
     cosine(M)    = E⟨g*, ḡ_M⟩ / (‖g*‖ √(E‖ḡ_M‖²)) = ⟨g*, μ⟩ / (‖g*‖ √(‖μ‖² + V/M))
 
 (the cosine is the ratio of expectations, the first-order value of E[cos]; it tends to
@@ -95,7 +96,7 @@ def _rel_bias2(m: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _rel_mse(mc: float):
-    return lambda m: (m["b2"] + m["V"] / mc) / m["n2"]
+    return lambda m: (np.maximum(m["b2"], 0.0) + m["V"] / mc) / m["n2"]
 
 
 def _cosine(mc: float):
@@ -178,6 +179,9 @@ def summarise(
 
 def _row(boot: _Bootstrap, m: float, evaluations: float, level: float) -> dict[str, Any]:
     mse, mse_ci, _ = boot.interval(_rel_mse(m), level)
+    # The squared bias is never negative: the error is at least the variance part, V/M.
+    _, var_ci, _ = boot.interval(_rel_variance, level)
+    mse_ci = [max(mse_ci[0], var_ci[0] / m, 0.0), max(mse_ci[1], mse)]
     cos, cos_ci, _ = boot.interval(_cosine(m), level)
     return {
         "m": m,

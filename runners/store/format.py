@@ -35,6 +35,7 @@ FIGURE = "reconstruction.png"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 GRADCHECK = "gradcheck.json"  # not in summary.json's hashes: written later, by another command
+GRADCHECK_EXACT = "gradcheck_exact.json"  # the same, against the exact expected gradient
 
 # Record / summary keys that measure time: left out when runs are compared (bit-identity, ties).
 TIMING_KEYS = frozenset({"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s"})
