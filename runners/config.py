@@ -27,6 +27,7 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-min
 PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
 DIAGNOSTICS = ("epoch", "off")
+GRADIENT_ERROR = ("off", "checkpoints")
 KEEP_CHECKPOINT = ("final", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Upper bounds: a value past them is a typo, not an experiment (and an unbounded seed makes a
@@ -79,6 +80,11 @@ class RunConfig:
     # never change training. diagnostics_probe: test images in the probe batch (cost ~ P).
     diagnostics: str = "epoch"
     diagnostics_probe: int = 16
+    # The run's estimator against the exact expected gradient (docs/gradients.md): "checkpoints"
+    # (ends of the epochs nearest 0, 10, 50, 100% of training; Bernoulli-sampling estimators) or
+    # "off"; never changes training. gradient_error_probe: examples in its probe batch.
+    gradient_error: str = "off"
+    gradient_error_probe: int = 16
     # "final": a completed run keeps its weights (checkpoint.pt); "none" deletes them once the
     # run is completed (28 MB a run), so it cannot be evaluated again from its weights.
     keep_checkpoint: str = "final"
@@ -290,6 +296,8 @@ def _check_values(
     check_int("num_threads", 1, MAX_THREADS_OR_STACK, optional=True)
     check_choice("diagnostics", DIAGNOSTICS)
     check_int("diagnostics_probe", 1, 10_000)
+    check_choice("gradient_error", GRADIENT_ERROR)
+    check_int("gradient_error_probe", 1, 10_000)
     check_choice("keep_checkpoint", KEEP_CHECKPOINT)
 
     device = values["device"]

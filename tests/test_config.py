@@ -25,13 +25,23 @@ def test_fields_match_the_architecture_contract():
         "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size",
         "lr", "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
         "determinism", "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
-        "diagnostics", "diagnostics_probe", "keep_checkpoint",
+        "diagnostics", "diagnostics_probe", "gradient_error", "gradient_error_probe",
+        "keep_checkpoint",
     )  # fmt: skip
     assert set(RunConfig(determinism="machine").identity()) == set(RunConfig.IDENTITY_FIELDS)
     assert set(RunConfig().identity()) == {*RunConfig.IDENTITY_FIELDS, "determinism"}
     execution = {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"}
     execution |= {"diagnostics", "diagnostics_probe", "keep_checkpoint"}
+    execution |= {"gradient_error", "gradient_error_probe"}
     assert not execution & set(RunConfig.IDENTITY_FIELDS)
+
+
+def test_gradient_error_settings_are_validated():
+    assert RunConfig(gradient_error="checkpoints").gradient_error_probe == 16
+    with pytest.raises(ConfigError, match="gradient_error must be one of"):
+        RunConfig(gradient_error="epoch")
+    with pytest.raises(ConfigError, match=r"gradient_error_probe must be in \[1, 10000\]"):
+        RunConfig(gradient_error_probe=0)
 
 
 def test_diagnostics_settings_are_validated():

@@ -38,7 +38,9 @@ GRADCHECK = "gradcheck.json"  # not in summary.json's hashes: written later, by 
 GRADCHECK_EXACT = "gradcheck_exact.json"  # the same, against the exact expected gradient
 
 # Record / summary keys that measure time: left out when runs are compared (bit-identity, ties).
-TIMING_KEYS = frozenset({"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s"})
+TIMING_KEYS = frozenset(
+    {"epoch_time_s", "images_per_s", "wall_time_s", "diag_time_s", "gerr_time_s"}
+)
 FINAL_STATES = ("completed", "diverged")  # never retrained
 SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")
 CELL_STATES = (*SUMMARY_STATES, "running", "missing")

@@ -1,0 +1,49 @@
+"""The exact-gradient checkpoints of a run: where they fall, what they record, what they leave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runners.gradients import names
+from runners.gradients.during import applies, checkpoint_epochs, gradient_error_record
+from runners.tasks.vae_model import BernoulliVAE
+from ste_variants import get_estimator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_checkpoints_are_the_epochs_nearest_the_fractions():
+    assert checkpoint_epochs(20) == {1, 2, 10, 20}
+    assert checkpoint_epochs(1) == {1}
+    assert checkpoint_epochs(3) == {1, 2, 3}
+
+
+def test_only_bernoulli_samplers_apply():
+    assert applies(get_estimator("disarm")) and applies(get_estimator("gumbel"))
+    assert not applies(get_estimator("hardtanh"))
+    assert not applies(get_estimator("binarynet_stochastic"))
+
+
+def test_a_checkpoint_records_every_key_and_touches_nothing():
+    torch.manual_seed(0)
+    model = BernoulliVAE("linear", latents=5, estimator="bernoulli")
+    model.train()
+    x = (torch.rand(6, 784, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    record = gradient_error_record(model, x, model.estimator, epoch=3, estimates=64)
+    assert set(record) == {*names.KEYS, names.TIME_KEY}
+    assert record["gerr_bias"] > 0.5 and record["gerr_bias_p"] < 0.01  # ST: biased
+    assert 0 < record["gerr_rmse_m16"] < record["gerr_rmse_m1"]
+    assert -1 <= record["gerr_cosine_m1"] <= record["gerr_cosine_m16"] <= 1
+    assert record["gerr_rmse_e16"] == record["gerr_rmse_m16"]  # one evaluation per estimate
+    assert model.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert model.estimator.paired_noise is False  # the run's estimator object is not used
+    # Deterministic given the epoch: the same record again.
+    again = gradient_error_record(model, x, model.estimator, epoch=3, estimates=64)
+    assert {k: v for k, v in again.items() if k != names.TIME_KEY} == {
+        k: v for k, v in record.items() if k != names.TIME_KEY
+    }
