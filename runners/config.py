@@ -17,6 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from runners.config_tasks import (
+    DEFAULT_TASK,
+    MAX_EVAL_SAMPLES,
+    MAX_LATENTS,
+    TASK_DEFAULTS,
+    TASKS,
+    VAE_ARCHS,
+    task_problems,
+)
 from runners.determinism import DEFAULT_MODE
 from runners.determinism import MODES as DETERMINISM_MODES
 from runners.errors import short_repr
@@ -51,16 +60,18 @@ class RunConfig:
     """One training run of the article's binary autoencoder (defaults = the article's recipe)."""
 
     # --- identity: these fields define the run and its id ---
-    estimator: str = "hardtanh"  # estimator spec (stored canonical); "hardtanh" is the article's
+    # Estimator spec (stored canonical); None = the task's: "hardtanh" (the article's), "disarm".
+    estimator: str | None = None
     seed: int = 0  # drives weights, data order and estimator noise (separate streams)
     dataset: str = "mnist"  # "mnist" (torchvision) or "mnist-mini" (bundled subset)
     train_subset: int | None = None  # first N of the fixed train selection (None = all)
     test_subset: int | None = None  # first N of the fixed test selection (None = all)
     epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3  # Adam
-    beta1: float = 0.5  # Adam betas as in the article (GAN-style 0.5, not the usual 0.9)
-    beta2: float = 0.999
+    # None = the task's own value (TASK_DEFAULTS), resolved when the config is built:
+    batch_size: int | None = None  # 64 (article), 50 (VAE)
+    lr: float | None = None  # Adam: 1e-3 (article), 1e-4 (VAE, encoder and decoder)
+    beta1: float | None = None  # 0.5 (the article's GAN-style betas), 0.9 (VAE)
+    beta2: float | None = None  # 0.999
     code_channels: int = 512  # bottleneck width: 512 x 1 x 1 binary code
     pre_threshold_relu: bool = True  # the ReLU after the last BatchNorm, before the threshold
     precision: str = "fp32"  # "fp32" or "bf16" (autocast around the forward)
@@ -69,6 +80,16 @@ class RunConfig:
     # "machine" lets the libraries choose (runners/determinism.py). In the run id when portable:
     # the two modes give different numbers for the same config.
     determinism: str = DEFAULT_MODE
+    # What is trained (runners.tasks): "autoencoder" (the article's) or "bernoulli_vae" (the
+    # DisARM benchmark). The fields below are the VAE's; they enter the run id only for it.
+    task: str = DEFAULT_TASK
+    vae_arch: str = "linear"  # "linear" (784-n / n-784) or "nonlinear" (two hidden 200 each way)
+    vae_latents: int = 200  # binary latents n
+    vae_eval_samples: int = 100  # K of the K-sample bound on the test set at every evaluation
+    vae_prior_lr: float = 1e-2  # SGD on the prior's logits (the reference's optimiser for them)
+    # The fixed training subset scored by -ELBO at each evaluation: the first min(vae_train_eval, N)
+    # of the N training images (None = all of them).
+    vae_train_eval: int | None = 10_000
     # --- execution: how the run is carried out, not part of its id ---
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     data_root: str | None = None  # None -> $STE_DATA_ROOT -> per-user cache folder
@@ -206,6 +227,12 @@ def _check_values(
     """Check every field's type and range; returns (errors, normalised values)."""
     errors: list[str] = []
     out: dict[str, Any] = {}
+    task = values.get("task", DEFAULT_TASK)
+    task = task if isinstance(task, str) and task in TASK_DEFAULTS else DEFAULT_TASK
+    values = dict(values)  # the task's defaults filled in below
+    for name, default in TASK_DEFAULTS.get(task, TASK_DEFAULTS[DEFAULT_TASK]).items():
+        if values.get(name) is None:
+            values[name] = default
 
     def want(name: str) -> bool:
         return only is None or name in only
@@ -299,6 +326,14 @@ def _check_values(
     check_choice("gradient_error", GRADIENT_ERROR)
     check_int("gradient_error_probe", 1, 10_000)
     check_choice("keep_checkpoint", KEEP_CHECKPOINT)
+    check_choice("task", TASKS)
+    check_choice("vae_arch", VAE_ARCHS)
+    check_int("vae_latents", 1, MAX_LATENTS)
+    check_int("vae_eval_samples", 1, MAX_EVAL_SAMPLES)
+    check_float("vae_prior_lr", 0.0, MAX_LR, low_open=False, high_open=False)
+    check_int("vae_train_eval", 1, math.inf, optional=True)
+    if values.get("task") in TASKS and not errors:
+        errors += task_problems(task, {**values, **out}, want, _defaults())
 
     device = values["device"]
     if not isinstance(device, str) or not _DEVICE_RE.match(device):

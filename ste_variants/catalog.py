@@ -39,12 +39,18 @@ def _span(start: float | None, end: float | None) -> str:
 
 
 def area_text(info: dict[str, Any]) -> str:
-    """Area of the surrogate on the 0/1 step: ``1``, ``∞`` or ``10 → 1`` (annealed)."""
+    """Area of the surrogate on the 0/1 step: ``1``, ``∞`` or ``10 → 1`` (annealed); ``-`` for
+    the unbiased family (no surrogate)."""
+    if info.get("family", "threshold") != "threshold":
+        return "-"
     return _span(info["area"], info["area_end"])
 
 
 def peak_text(info: dict[str, Any]) -> str:
-    """Largest value of the surrogate: ``0.25`` or ``0.25 → 1.25`` (annealed)."""
+    """Largest value of the surrogate: ``0.25`` or ``0.25 → 1.25`` (annealed); ``-`` for the
+    unbiased family."""
+    if info.get("family", "threshold") != "threshold":
+        return "-"
     return _span(info["peak"], info["peak_end"])
 
 
@@ -73,6 +79,8 @@ def table_rows(infos: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def _kind(info: dict[str, Any]) -> str:
+    if info.get("family", "threshold") != "threshold":
+        return info["family"]
     kinds = [k for k in ("stochastic", "annealed") if info[k]]
     return ", ".join(kinds) if kinds else "deterministic"
 
@@ -118,11 +126,16 @@ def markdown_reference(infos: Iterable[dict[str, Any]]) -> str:
             "",
             f"- kind: {_kind(info)}",
             f"- forward: {info['forward']}",
-            f"- backward: {info['backward']}",
+            f"- {'estimate' if _kind(info) == 'unbiased' else 'backward'}: {info['backward']}",
             *_params_lines(info["params"]),
             area,
             f"- peak: {peak_text(info)}",
             f"- paper: {info['paper']}",
+            *(
+                [f"- reference code checked: {info['reference_code']}"]
+                if info.get("reference_code")
+                else []
+            ),
         ]
         if rest:
             lines += ["", re.sub(r"\n\s*\n", "\n\n", rest)]

@@ -24,7 +24,9 @@ def test_fields_match_the_architecture_contract():
     assert RunConfig.field_names() == (
         "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size",
         "lr", "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
-        "determinism", "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
+        "determinism", "task", "vae_arch", "vae_latents", "vae_eval_samples", "vae_prior_lr",
+        "vae_train_eval",
+        "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
         "diagnostics", "diagnostics_probe", "gradient_error", "gradient_error_probe",
         "keep_checkpoint",
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""`ste-ablate train`: train one run of the article's autoencoder into the run store."""
+"""`ste-ablate train`: train one run (the article's autoencoder, or the Bernoulli VAE) into the
+run store."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ examples:
   ste-ablate train --estimator hardtanh --seed 0                 the article's run (full MNIST)
   ste-ablate train --estimator 'sigmoid(beta=4)' --seed 3 --dataset mnist-mini --epochs 2
   ste-ablate train --dataset mnist-mini --train-subset 512 --test-subset 256 --device cpu
+  ste-ablate train --task bernoulli_vae --estimator disarm --seed 0 --dataset mnist-mini
+  ste-ablate train --task bernoulli_vae --estimator reinmax --vae-arch nonlinear --epochs 100
 
 Every flag left out keeps the article's recipe (Adam lr 1e-3, betas (0.5, 0.999), batch 64,
-5 epochs, MSE, the hardtanh STE). The run lands in STORE/runs/<run id>/ (config.json,
+5 epochs, MSE, the hardtanh STE). With --task bernoulli_vae (the DisARM benchmark, docs/tasks.md)
+the defaults are that protocol's: 200 Bernoulli latents, linear, batch 50, Adam 1e-4 on encoder
+and decoder, SGD 1e-2 on the prior, the disarm estimator; an epoch of full MNIST is 1000 steps,
+scored by -ELBO on a fixed training subset and the 100-sample bound on the test set. Estimators
+that do not sample Bernoulli(sigmoid(x)) are refused there; unbiased ones (reinforce_loo, arm,
+disarm) are refused for the autoencoder. The run lands in STORE/runs/<run id>/ (config.json,
 metrics.jsonl, steps.jsonl, summary.json, reconstruction.png, checkpoint.pt). Training the same
 config again resumes an unfinished run and returns a finished one without retraining.
 Full MNIST is read from --data-root, else $STE_DATA_ROOT, else ~/.cache/ste-ablations/data
@@ -35,18 +43,40 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "--estimator",
         "estimator",
         "str",
-        "estimator spec, e.g. 'sigmoid(beta=4)' (default: hardtanh)",
+        "estimator spec, e.g. 'sigmoid(beta=4)' (default: hardtanh; disarm for the VAE)",
+    ),
+    (
+        "--task",
+        "task",
+        "str",
+        "what to train: autoencoder (default; the article's) or bernoulli_vae (the DisARM "
+        "benchmark: a VAE with binary latents on dynamically binarised MNIST)",
     ),
     ("--seed", "seed", "int", "run seed: weights, data order, estimator noise (default: 0)"),
     ("--epochs", "epochs", "int", "training epochs (default: 5)"),
     ("--dataset", "dataset", "str", "mnist (default) or mnist-mini (bundled, no download)"),
     ("--train-subset", "train_subset", "int", "train on the first N of the fixed selection"),
     ("--test-subset", "test_subset", "int", "test on the first N of the fixed selection"),
-    ("--batch-size", "batch_size", "int", "batch size (default: 64)"),
-    ("--lr", "lr", "float", "Adam learning rate (default: 1e-3)"),
+    ("--batch-size", "batch_size", "int", "batch size (default: 64; VAE 50)"),
+    ("--lr", "lr", "float", "Adam learning rate (default: 1e-3; VAE 1e-4)"),
     ("--code-channels", "code_channels", "int", "binary code width (default: 512)"),
     ("--precision", "precision", "str", "fp32 (default) or bf16 (autocast)"),
     ("--probe", "probe", "str", "digit probe on the codes: linear (default) or knn"),
+    ("--vae-arch", "vae_arch", "str", "VAE: linear (default; 784-n / n-784) or nonlinear"),
+    ("--vae-latents", "vae_latents", "int", "VAE: binary latents n (default: 200)"),
+    (
+        "--vae-eval-samples",
+        "vae_eval_samples",
+        "int",
+        "VAE: K of the K-sample bound on the test set (default: 100)",
+    ),
+    ("--vae-prior-lr", "vae_prior_lr", "float", "VAE: SGD rate of the prior's logits (1e-2)"),
+    (
+        "--vae-train-eval",
+        "vae_train_eval",
+        "int",
+        "VAE: training images of the fixed -ELBO subset (default: 10000)",
+    ),
     ("--device", "device", "str", "auto (default: CUDA when present), cpu, cuda, cuda:N"),
     (
         "--data-root",
@@ -106,8 +136,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one run into the run store",
-        description="Train one run of the reference article's MNIST binary autoencoder with a "
-        "chosen straight-through estimator and seed, and record it in the run store.",
+        description="Train one run of the reference article's MNIST binary autoencoder (or, "
+        "with --task bernoulli_vae, of the DisARM benchmark's Bernoulli VAE) with a chosen "
+        "estimator and seed, and record it in the run store.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -189,14 +220,29 @@ def _report(summary: dict[str, Any], folder: Path) -> str:
     lines = [
         f"run:            {folder}",
         f"status:         {summary['status']} ({summary['epochs_done']} epoch(s))",
-        f"test_mse:       {_fmt(summary['test_mse'], '.6f')}",
-        f"test_psnr:      {_fmt(summary['test_psnr'], '.2f')} dB",
-        f"bit_entropy:    {_fmt(summary['bit_entropy'], '.4f')} bits",
-        f"dead_bits:      {_fmt(summary['dead_bits'], 'd')}",
-        f"probe_accuracy: {_fmt(summary['probe_accuracy'], '.4f')}",
+        *(_vae_lines(summary) if "test_iwae_bound" in summary else _article_lines(summary)),
         f"images/s:       {_fmt(summary['images_per_s'], '.1f')}",
         f"wall time:      {_fmt(summary['wall_time_s'], '.1f')} s",
     ]
     if summary.get("error"):
         lines.append(f"error:          {summary['error']}")
     return "\n".join(lines)
+
+
+def _article_lines(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"test_mse:       {_fmt(summary['test_mse'], '.6f')}",
+        f"test_psnr:      {_fmt(summary['test_psnr'], '.2f')} dB",
+        f"bit_entropy:    {_fmt(summary['bit_entropy'], '.4f')} bits",
+        f"dead_bits:      {_fmt(summary['dead_bits'], 'd')}",
+        f"probe_accuracy: {_fmt(summary['probe_accuracy'], '.4f')}",
+    ]
+
+
+def _vae_lines(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"-ELBO (train):  {_fmt(summary['train_neg_elbo'], '.3f')} nats",
+        f"test bound:     {_fmt(summary['test_iwae_bound'], '.3f')} nats (K-sample IWAE)",
+        f"grad variance:  {_fmt(summary['grad_var'], '.4g')} (encoder, running)",
+        f"evaluations:    {_fmt(summary['evaluations'], 'd')} per example and step",
+    ]

@@ -22,18 +22,9 @@ from runners.store import format as st
 from runners.store.checkpoint import load_checkpoint, save_checkpoint
 from runners.store.format import atomic_write_json, atomic_write_jsonl
 from runners.store.provenance import write_config
+from runners.tasks.lookup import get_task
 from runners.tracking.tracker import SafeTracker, Tracker
-from runners.training.data import RunData, batch_bounds, normalize
-from runners.training.diagnostics import epoch_diagnostics, probe_indices
-from runners.training.evaluate import (
-    FIGURE_IMAGES,
-    encode_all,
-    evaluate,
-    figure_digits,
-    reconstruct,
-    save_reconstruction_png,
-)
-from runners.training.metrics import code_stats, probe_accuracy, psnr
+from runners.training.data import batch_bounds
 from runners.training.session import keep_thread_count, runtime_info
 from runners.training.state import RunState
 
@@ -54,11 +45,12 @@ class Run:
         config: RunConfig,
         folder: Path,
         device: torch.device,
-        data: RunData,
+        data: Any,
         tracker: Tracker | None,
         progress: bool | None,
     ) -> None:
         self.config, self.folder, self.device, self.data = config, folder, device, data
+        self.task = get_task(config.task)
         self.tracker = SafeTracker.wrap(tracker)
         self.bounds = batch_bounds(len(data.train), config.batch_size)
         self.epoch_images = self.bounds[-1][1] - self.bounds[0][0]
@@ -85,7 +77,8 @@ class Run:
         state, resumed = None, False
         if ckpt is not None:
             try:
-                state, resumed = RunState.from_checkpoint(config, self.device, ckpt), True
+                state = RunState.from_checkpoint(config, self.device, ckpt, self.task)
+                resumed = True
             except Exception as exc:
                 print(
                     f"warning: cannot resume from {folder / st.CHECKPOINT} ({exc}); "
@@ -95,7 +88,7 @@ class Run:
         if state is None:
             for name in (st.METRICS, st.STEPS, st.CHECKPOINT):
                 (folder / name).unlink(missing_ok=True)
-            state = RunState(config, self.device)
+            state = RunState(config, self.device, self.task)
         state.session_start = self.session_start
         # The count the run started with: its checkpoint's, else config.json's (an older
         # checkpoint, or a restart after a kill before the first checkpoint was written).
@@ -168,70 +161,48 @@ class Run:
 
     # ------------------------------------------------------------------ epochs
     def close_epoch(self, epoch: int, started: float) -> bool:
-        """After an epoch's last step: evaluate, checkpoint, log. False when the test MSE is not
-        finite (the run diverged; `outcome` says so).
+        """After an epoch's last step: evaluate, checkpoint, log. False when the task's
+        divergence metric (the article: test MSE) is not finite (`outcome` says so).
 
         `started` is when the epoch began (moved back by its training time in earlier sessions).
         """
         record = self._epoch_record(epoch, started)
-        if not math.isfinite(record["test_mse"]):
+        key = self.task.divergence_key
+        if not math.isfinite(record[key]):
             self.write_logs()
-            self.outcome = ("diverged", f"test MSE became {record['test_mse']} at epoch {epoch}")
+            self.outcome = ("diverged", f"{key} became {record[key]} at epoch {epoch}")
             return False
         self.state.end_epoch(epoch, record)
         final = epoch == self.config.epochs
         save_checkpoint(self.folder, self.state.to_checkpoint(final=final))
         self.write_logs()
         self.tracker.log_epoch(epoch, record)
-        self.progress.epoch(record, self.config.epochs)
+        self.progress.epoch(record, self.config.epochs, self.task.describe_record(record))
         return True
 
     def _epoch_record(self, epoch: int, started: float) -> dict[str, Any]:
-        """Evaluate on the test set (eval mode; the article never calls eval) and build the record."""
-        config, state, data = self.config, self.state, self.data
+        """Evaluate in eval mode (the article never calls eval) and build the record."""
+        config, state = self.config, self.state
         model = state.model
         model.eval()
         model.binarize.set_progress(state.step / self.total_steps)
-        result = evaluate(model, data.test.images, config.precision)
-        stats = code_stats(result.codes, state.prev_codes)
-        state.prev_codes = result.codes
         losses = [s["train_loss"] for s in state.steps if s["epoch"] == epoch]
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": state.step,
-            "train_mse": math.fsum(losses) / len(losses),
-            "test_mse": result.mse,
-            "test_psnr": psnr(result.mse),
-            "grad_norm_pre": (
-                math.fsum(state.epoch_grad_norms) / len(state.epoch_grad_norms)
-                if state.epoch_grad_norms
-                else None
-            ),
-            **stats,
+            self.task.train_key: math.fsum(losses) / len(losses),
         }
-        if epoch == config.epochs:
-            train_codes = encode_all(model, data.train.images, config.precision)
-            record["probe_accuracy"] = probe_accuracy(
-                config.probe, train_codes, data.train.labels, result.codes, data.test.labels
-            )
+        record.update(self.task.evaluate(state, self.data, epoch, epoch == config.epochs))
         record["epoch_time_s"] = time.perf_counter() - started
         record["images_per_s"] = self.epoch_images / max(state.epoch_train_time, 1e-9)
-        if config.diagnostics == "epoch":  # after the timings: they measure the run, not this
-            record.update(self._diagnostics())
+        # After the timings: they measure the run, not the diagnostics.
+        began = time.perf_counter()
+        diagnostics = self.task.diagnostics(state, self.data)
+        if diagnostics:
+            record.update(diagnostics)
+            record["diag_time_s"] = time.perf_counter() - began
         model.train()
         return record
-
-    def _diagnostics(self) -> dict[str, Any]:
-        """The gradient diagnostics of the run's own estimator on the probe batch (`diag_*`
-        keys); they leave the model, its generators and the global RNG as they were."""
-        began = time.perf_counter()
-        test = self.data.test.images
-        probe = normalize(
-            test[probe_indices(len(test), self.config.diagnostics_probe).to(test.device)]
-        )
-        values = epoch_diagnostics(self.state.model, probe)
-        values["diag_time_s"] = time.perf_counter() - began
-        return values
 
     # ------------------------------------------------------------------ end
     def write_logs(self) -> None:
@@ -241,15 +212,10 @@ class Run:
 
     def write_figure(self) -> None:
         """The reconstruction figure of a completed run, also sent to the tracker."""
-        model = self.state.model
-        model.eval()
-        chosen = figure_digits(self.data.test.labels, FIGURE_IMAGES)
-        images = self.data.test.images[torch.tensor(chosen, device=self.data.test.images.device)]
-        originals, recons = reconstruct(model, images, self.config.precision)
-        labels = [int(self.data.test.labels[i]) for i in chosen]
+        self.state.model.eval()
         path = self.folder / st.FIGURE
-        save_reconstruction_png(path, originals, recons, labels)
-        self.tracker.log_image("reconstruction", str(path))
+        if self.task.write_figure(self.state, self.data, path):
+            self.tracker.log_image("reconstruction", str(path))
 
     def finish(self, status: str, error: str | None) -> dict[str, Any]:
         """Write summary.json, finish the tracker and the progress display; returns the summary."""
@@ -279,6 +245,8 @@ class Run:
             "dead_bits": last.get("dead_bits"),
             # The probe runs after the last epoch: only a completed run has its accuracy.
             "probe_accuracy": last.get("probe_accuracy") if status == "completed" else None,
+            # The task's own summary metrics (the article's are the ones above).
+            **{key: last.get(key) for key in self.task.summary_keys if key not in st.SUMMARY_KEYS},
             "wall_time_s": (
                 state.wall_time() if state is not None else time.perf_counter() - self.session_start
             ),

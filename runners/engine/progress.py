@@ -46,15 +46,11 @@ class RunProgress:
             self.bar.update(count)
             self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-    def epoch(self, record: dict[str, Any], epochs: int) -> None:
+    def epoch(self, record: dict[str, Any], epochs: int, detail: str) -> None:
+        """An epoch's line: its number and `detail` (the task's `describe_record`)."""
         if not self.enabled:
             return
-        self._line(
-            f"epoch {record['epoch']}/{epochs} train_mse={record['train_mse']:.5f} "
-            f"test_mse={record['test_mse']:.5f} psnr={record['test_psnr']:.2f}dB "
-            f"entropy={record['bit_entropy']:.3f} dead={record['dead_bits']} "
-            f"{record['images_per_s']:.0f} img/s"
-        )
+        self._line(f"epoch {record['epoch']}/{epochs} {detail}")
 
     def close(self, summary: dict[str, Any]) -> None:
         if self.bar is not None:

@@ -37,8 +37,8 @@ from runners.engine.claims import CellBusyError, claim_cells, final_summary
 from runners.engine.progress import stack_bar
 from runners.speed.stacking import check_mode, check_stackable, default_mode, stack_steps
 from runners.store import format as st
+from runners.tasks.lookup import get_task
 from runners.tracking.tracker import Tracker
-from runners.training.data import prepare_data
 from runners.training.session import (
     INTERRUPT_EXIT_CODES,
     StopOnSignal,
@@ -120,9 +120,8 @@ def train_runs(
     first = configs[todo[0]]
     device = resolve_device(first.device)
     check_active(first.determinism)  # stackable configs share it
-    data = prepare_data(
-        first.dataset, first.train_subset, first.test_subset, device, first.data_root
-    )
+    task = get_task(first.task)  # stackable configs share it
+    data = task.prepare_data(first, device)
     stacked = len(configs) > 1
     with claim_cells([folders[n] for n in todo]) as claim:
         if claim.busy:
@@ -137,7 +136,7 @@ def train_runs(
             StopOnSignal() as stop,
         ):
             runs = [Run(configs[n], folders[n], device, data, trackers[n], progress) for n in held]
-            mode = (mode or default_mode(device)) if stacked else "looped"
+            mode = (mode or default_mode(device)) if stacked and task.groupable else "looped"
             engine = Engine(runs, stop, mode, stacked=stacked, progress=progress)
             for n, summary in zip(held, engine.train(raise_errors), strict=True):
                 summaries[n] = summary
@@ -237,7 +236,7 @@ class Engine:
         if device.type == "cpu":
             torch.set_num_threads(first.state.train_threads)  # torch_settings restores it
         images = first.data.train.images
-        steps = stack_steps([run.state for run in runs], self.mode, images)
+        steps = stack_steps([run.state for run in runs], self.mode, images, first.task)
         if not self.stacked:
             data = first.data
             first.progress.start(first.state.step, len(data.train), len(data.test), device)

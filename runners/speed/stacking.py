@@ -103,13 +103,17 @@ class StackSteps(Protocol):
         """Stop stepping these runs (they diverged)."""
 
 
-def stack_steps(states: Sequence[RunState], mode: str, images: torch.Tensor) -> StackSteps:
+def stack_steps(
+    states: Sequence[RunState], mode: str, images: torch.Tensor, task: Any = None
+) -> StackSteps:
     """How `states` (runs at the same position) step on uint8 `images`: `mode` "grouped" or
-    "looped"; within it, each model's step strategy from `runners.speed.strategies.model_step`
-    (eager, compiled or CUDA graph, per the runs' config)."""
-    if mode == "grouped":
+    "looped"; within it, each run's step strategy: the task's (`runners.tasks.base.Task.step`
+    and `.batch`), or with `task` None the article's from `runners.speed.strategies.model_step`
+    (eager, compiled or CUDA graph, per the runs' config). A task that is not `groupable`
+    always steps looped."""
+    if mode == "grouped" and (task is None or task.groupable):
         return GroupedSteps(states, images)
-    return LoopedSteps(states, images)
+    return LoopedSteps(states, images, task)
 
 
 def _run_step(state: RunState) -> StepStrategy:
@@ -128,17 +132,25 @@ def _run_step(state: RunState) -> StepStrategy:
 class LoopedSteps:
     """Each run's own model and optimiser, stepped in turn by its own strategy."""
 
-    def __init__(self, states: Sequence[RunState], images: torch.Tensor) -> None:
-        self.images = images
+    def __init__(self, states: Sequence[RunState], images: torch.Tensor, task: Any = None) -> None:
+        self.images, self.task = images, task
         self.states = list(states)
-        self.steps = [_run_step(state) for state in self.states]
+        make = _run_step if task is None else task.step
+        self.steps = [make(state) for state in self.states]
 
     def train(self) -> None:  # noqa: D102
         for state in self.states:
             state.model.train()
 
     def step(self, index: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:  # noqa: D102
-        out = [step(get_batch(self.images, index[k])) for k, step in enumerate(self.steps)]
+        task, out = self.task, []
+        for k, (state, step) in enumerate(zip(self.states, self.steps, strict=True)):
+            x = (
+                get_batch(self.images, index[k])
+                if task is None
+                else task.batch(state, self.images, index[k])
+            )
+            out.append(step(x))
         return [loss for loss, _ in out], [norm for _, norm in out]
 
     def unload(self) -> None:  # noqa: D102

@@ -50,11 +50,6 @@ IDENTITY_FIELDS = (
     "estimator", "seed", "dataset", "train_subset", "test_subset", "epochs", "batch_size", "lr",
     "beta1", "beta2", "code_channels", "pre_threshold_relu", "precision", "probe",
 )  # fmt: skip
-# Tasks (runners.tasks): the default is the article's; the others add their own fields to the
-# identity, so the default task's run ids stay what they were before tasks existed.
-DEFAULT_TASK = "autoencoder"
-TASKS = (DEFAULT_TASK, "bernoulli_vae")
-TASK_IDENTITY_FIELDS = ("task", "vae_arch", "latents", "eval_samples", "prior_lr", "train_eval")
 TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
 SUMMARY_KEYS = (
     "run_id", "status", "epochs_done", "test_mse", "test_psnr", "bit_entropy", "dead_bits",
@@ -83,15 +78,12 @@ def run_id_for(identity: Mapping[str, Any]) -> str:
 
 
 def identity_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity of a run's config (a RunConfig's fields as a mapping): `IDENTITY_FIELDS`,
-    plus `determinism` when it is not "machine" (runs from before that field keep their ids),
-    plus `TASK_IDENTITY_FIELDS` when `task` is not the default (the article's run ids stay)."""
-    out = {name: config[name] for name in IDENTITY_FIELDS}
-    if config.get("determinism", "machine") != "machine":
-        out["determinism"] = config["determinism"]
-    if config.get("task", DEFAULT_TASK) != DEFAULT_TASK:
-        out.update({name: config[name] for name in TASK_IDENTITY_FIELDS})
-    return out
+    """A run config's identity: `IDENTITY_FIELDS`, `determinism` unless "machine", and for a task
+    other than the article's, `task` and that task's `vae_*` fields (older run ids stay)."""
+    extra = ("determinism",) if config.get("determinism", "machine") != "machine" else ()
+    if config.get("task", "autoencoder") != "autoencoder":
+        extra += tuple(k for k in config if k == "task" or k.startswith("vae_"))
+    return {name: config[name] for name in (*IDENTITY_FIELDS, *extra)}
 
 
 def config_problem(document: Any, run_id: str) -> str | None:

@@ -7,7 +7,6 @@ resolves the run config's `task` field. docs/tasks.md describes both tasks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +61,9 @@ class Task(Protocol):
     ) -> torch.optim.Optimizer:
         """The optimiser of the model (its state is checkpointed)."""
 
+    def init_extra(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The task's own per-run state (tensors on the model's device; checkpointed), or {}."""
+
     def step(self, state: TaskState) -> Any:
         """The training step of one run: a `runners.training.recipe.StepStrategy`
         (x -> (loss, gradient norm or None), both detached device tensors)."""
@@ -75,8 +77,11 @@ class Task(Protocol):
         """The epoch record's metrics after epoch `epoch` (`final`: the run's last), computed in
         eval mode without touching the run's generators."""
 
+    def diagnostics(self, state: TaskState, data: Any) -> dict[str, Any]:
+        """Metrics measured after the epoch's timings (the article's `diag_*`), or {}."""
+
+    def describe_record(self, record: dict[str, Any]) -> str:
+        """One line on an epoch record for the progress display."""
+
     def write_figure(self, state: TaskState, data: Any, path: Path) -> bool:
         """Write the run's figure (PNG) to `path`; False when the task has none."""
-
-    def check(self, values: Mapping[str, Any]) -> list[str]:
-        """Problems of a config's values specific to this task (one line each)."""

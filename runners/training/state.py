@@ -25,14 +25,22 @@ _IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 class RunState:
     """A run's model, optimiser, generators, position, records, thread count and timings.
 
-    `RunState(config, device)` is the fresh state (weights from the "init" stream);
-    `RunState.from_checkpoint(...)` the state a checkpoint saved (`to_checkpoint`).
+    `RunState(config, device, task)` is the fresh state (weights from the "init" stream);
+    `RunState.from_checkpoint(...)` the state a checkpoint saved (`to_checkpoint`). `task` (a
+    `runners.tasks.base.Task`) builds the model and optimiser; None: the article's recipe.
+    `extra` holds the task's own state (e.g. running moments of a gradient), checkpointed.
     """
 
-    def __init__(self, config: RunConfig, device: torch.device) -> None:
-        self.config, self.device = config, device
-        self.model = build_model(config, device)
-        self.optimizer = build_optimizer(config, self.model)
+    def __init__(self, config: RunConfig, device: torch.device, task: Any = None) -> None:
+        self.config, self.device, self.task = config, device, task
+        if task is None:
+            self.model = build_model(config, device)
+            self.optimizer = build_optimizer(config, self.model)
+            self.extra: dict[str, Any] = {}
+        else:
+            self.model = task.build_model(config, device)
+            self.optimizer = task.build_optimizer(config, self.model)
+            self.extra = task.init_extra(self.model)
         self.data_gen = torch.Generator().manual_seed(derive_seed(config.seed, "data"))
         # A CPU generator, like the data order's: ste_variants draws the noise on the generator's
         # device and moves it, so one seed gives the same estimator noise on CPU and GPU.
@@ -60,7 +68,7 @@ class RunState:
 
     @classmethod
     def from_checkpoint(
-        cls, config: RunConfig, device: torch.device, ckpt: dict[str, Any]
+        cls, config: RunConfig, device: torch.device, ckpt: dict[str, Any], task: Any = None
     ) -> RunState:
         """The state saved in `ckpt` (a `to_checkpoint` payload) for `config` on `device`.
 
@@ -69,7 +77,14 @@ class RunState:
         """
         if ckpt["optimizer"] is None and ckpt["epoch"] < config.epochs:
             raise ValueError("checkpoint has no optimiser state but the run is unfinished")
-        state = cls(config, device)
+        state = cls(config, device, task)
+        saved = ckpt.get("extra") or {}
+        if set(saved) != set(state.extra):
+            raise ValueError(
+                f"checkpoint holds task state {sorted(saved)}, not {sorted(state.extra)}"
+            )
+        for key, value in saved.items():
+            state.extra[key].copy_(value)
         state.model.load_state_dict(ckpt["model"])
         if ckpt["optimizer"] is not None:
             load_optimizer_state(state.optimizer, ckpt["optimizer"])
@@ -121,6 +136,8 @@ class RunState:
             "torch_threads": self.torch_threads,
             "hardware": self.hardware,
             "spans_machines": self.spans_machines,
+            # The task's own state; absent when it has none (the article's checkpoints).
+            **({"extra": self.extra} if self.extra else {}),
         }
 
     def epoch_order(self, images: int) -> torch.Tensor:
