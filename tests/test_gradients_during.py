@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from runners.config import RunConfig
+from runners.engine.train import train_run
 from runners.gradients import names
 from runners.gradients.during import applies, checkpoint_epochs, gradient_error_record
+from runners.store.format import read_jsonl, run_dir
 from runners.tasks.vae_model import BernoulliVAE
+from runners.training.metrics import strip_timing
 from ste_variants import get_estimator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,3 +51,46 @@ def test_a_checkpoint_records_every_key_and_touches_nothing():
     assert {k: v for k, v in again.items() if k != names.TIME_KEY} == {
         k: v for k, v in record.items() if k != names.TIME_KEY
     }
+
+
+TINY_VAE = {
+    "task": "bernoulli_vae",
+    "dataset": "mnist-mini",
+    "train_subset": 120,
+    "test_subset": 40,
+    "epochs": 3,
+    "vae_latents": 6,
+    "vae_eval_samples": 2,
+    "vae_train_eval": 40,
+    "device": "cpu",
+    "num_threads": 1,
+}
+
+
+def _without_gerr(records):
+    return [
+        {k: v for k, v in strip_timing(r).items() if not k.startswith(names.PREFIX)}
+        for r in records
+    ]
+
+
+@pytest.mark.parametrize("estimator", ["disarm", pytest.param("gumbel", marks=pytest.mark.slow)])
+def test_checkpoints_during_training_change_nothing_and_land_in_the_records(tmp_path, estimator):
+    plain = RunConfig.from_dict({**TINY_VAE, "estimator": estimator})
+    checked = RunConfig.from_dict(
+        {**TINY_VAE, "estimator": estimator, "gradient_error": "checkpoints",
+         "gradient_error_probe": 4}
+    )  # fmt: skip
+    assert plain.run_id == checked.run_id  # an execution setting
+    runs = {}
+    for name, config in (("plain", plain), ("checked", checked)):
+        assert train_run(config, tmp_path / name, progress=False)["status"] == "completed"
+        runs[name] = read_jsonl(run_dir(tmp_path / name, config.run_id) / "metrics.jsonl")
+    assert _without_gerr(runs["plain"]) == _without_gerr(runs["checked"])
+    with_keys = [r["epoch"] for r in runs["checked"] if names.PREFIX + "bias" in r]
+    assert with_keys == sorted(checkpoint_epochs(3)) == [1, 2, 3]
+    assert not any(k.startswith(names.PREFIX) for r in runs["plain"] for k in r)
+    last = runs["checked"][-1]
+    assert last["gerr_variance"] > 0 and 0 < last["gerr_rmse_m1"]
+    if estimator == "disarm":
+        assert last["gerr_bias_p"] > 0.001  # unbiased

@@ -13,6 +13,7 @@ and in total, with bootstrap intervals (docs/gradients.md). Runs of a task with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,7 +30,6 @@ from runners.store.format import atomic_write_json
 
 STOCHASTIC_TASKS = frozenset({"bernoulli_vae"})  # tasks whose latents are sampled
 SHOWN_MS = (1, 16, 256)
-PROBE_SEED = 1_000_037  # the probe batch (and the VAE's binarisation of it)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +155,7 @@ def check_exact(
     return {
         "run_id": config.run_id,
         "run_estimator": config.estimator,
-        "task": getattr(config, "task", "autoencoder"),
+        "task": config.task,
         "seed": config.seed,
         "epoch": epoch,
         "probe": int(problem.logits.shape[0]),
@@ -176,36 +176,21 @@ def check_exact(
 
 def _load(folder: Path, config: RunConfig, probe: int, device: str, data_root: str | None):
     """The run's model on its checkpoint, the probe batch and the checkpoint's epoch."""
-    import torch  # see the note on imports
-
+    from runners.gradients.during import probe_batch  # torch: see the note on imports
     from runners.store.checkpoint import load_checkpoint
-    from runners.training.diagnostics import probe_indices
+    from runners.tasks.lookup import get_task
     from runners.training.session import resolve_device
 
     ckpt = load_checkpoint(folder, config.run_id)
     if ckpt is None:
         raise UserError(f"{folder} has no usable {st.CHECKPOINT}")
     resolved = resolve_device(device)
-    task_name = getattr(config, "task", "autoencoder")
-    if task_name in STOCHASTIC_TASKS:
-        from runners.tasks import get_task  # see the note on imports
-
-        task = get_task(task_name)
-        data = task.prepare_data(config, resolved)
-        model = task.build_model(config, resolved)
-        images = data.test.images
-        chosen = images[probe_indices(len(images), probe).to(images.device)].flatten(1)
-        generator = torch.Generator().manual_seed(PROBE_SEED)
-        u = torch.rand(chosen.shape, generator=generator, dtype=torch.float64)
-        x = (u.to(chosen.device) * 255 < chosen.double()).float()
-    else:
-        from runners.training.data import normalize, prepare_data  # see the note on imports
-        from runners.training.recipe import build_model
-
-        data = prepare_data(config.dataset, 2, config.test_subset, resolved, data_root or None)
-        model = build_model(config, resolved)
-        images = data.test.images
-        x = normalize(images[probe_indices(len(images), probe).to(images.device)])
+    if data_root:
+        config = dataclasses.replace(config, data_root=data_root)
+    task = get_task(config.task)
+    data = task.prepare_data(config, resolved)
+    model = task.build_model(config, resolved)
+    x = probe_batch(model, data.test.images, probe)
     model.load_state_dict(ckpt["model"])
     return model, x, int(ckpt["epoch"])
 

@@ -23,9 +23,43 @@ from runners.gradients import names
 from runners.gradients.exact import reference_gradient
 from runners.gradients.measure import TOTAL, compare
 from runners.gradients.problems import frozen, problem_for
+from runners.training.data import normalize
+from runners.training.diagnostics import probe_indices
 from ste_variants import get_estimator
 
 NOISE_SEED = 1_000_051  # the measurement's own noise (plus the epoch): never the run's stream
+PROBE_SEED = 1_000_037  # the probe batch's binarisation (the images: diagnostics' probe_indices)
+
+
+def probe_batch(model: Any, images: torch.Tensor, size: int) -> torch.Tensor:
+    """The probe batch of `size` test images (uint8, (N, 1, 28, 28)) in the model's input form.
+
+    The same images as the gradient diagnostics' probe (`probe_indices`); a VAE (a model with
+    an `objective`) gets them binarised once with a fixed seed (flattened to 784), the article's
+    autoencoder normalised.
+    """
+    chosen = images[probe_indices(len(images), size).to(images.device)]
+    if not hasattr(model, "objective"):
+        return normalize(chosen)
+    grey = chosen.flatten(1).to(torch.float64) / 255.0
+    u = torch.rand(
+        grey.shape, generator=torch.Generator().manual_seed(PROBE_SEED), dtype=torch.float64
+    )
+    return (u.to(grey.device) < grey).to(torch.float32)
+
+
+def epoch_gradient_error(model: Any, test_images: torch.Tensor, epoch: int, config: Any) -> dict:
+    """The `gerr_*` keys of the epoch record when `epoch` is a checkpoint (else none).
+
+    Off unless the config's `gradient_error` is "checkpoints", and for estimators that do not
+    sample Bernoulli(σ(logits)).
+    """
+    if config.gradient_error != "checkpoints" or not applies(model.estimator):
+        return {}
+    if epoch not in checkpoint_epochs(config.epochs):
+        return {}
+    x = probe_batch(model, test_images, config.gradient_error_probe)
+    return gradient_error_record(model, x, model.estimator, epoch=epoch)
 
 
 def checkpoint_epochs(epochs: int, fractions: tuple[float, ...] = names.FRACTIONS) -> set[int]:
