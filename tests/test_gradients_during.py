@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from analysis.stats.metrics import GRADIENT_ERROR_METRICS, direction
 from runners.config import RunConfig
 from runners.engine.train import train_run
 from runners.gradients import names
 from runners.gradients.during import applies, checkpoint_epochs, gradient_error_record
-from runners.store.format import read_jsonl, run_dir
+from runners.store.format import TIMING_KEYS, read_jsonl, run_dir
 from runners.tasks.vae_model import BernoulliVAE
 from runners.training.metrics import strip_timing
 from ste_variants import get_estimator
@@ -21,6 +22,12 @@ def test_checkpoints_are_the_epochs_nearest_the_fractions():
     assert checkpoint_epochs(20) == {1, 2, 10, 20}
     assert checkpoint_epochs(1) == {1}
     assert checkpoint_epochs(3) == {1, 2, 3}
+
+
+def test_the_metric_names_agree_between_the_runs_and_the_analysis():
+    assert set(GRADIENT_ERROR_METRICS) == set(names.KEYS)
+    assert direction("gerr_bias") == "lower" and direction("gerr_cosine_m16") == "higher"
+    assert names.TIME_KEY in TIMING_KEYS
 
 
 def test_only_bernoulli_samplers_apply():

@@ -123,7 +123,9 @@ def _surrogates(result: StudyResult, data: StudyData, sty: style.Style, **opts: 
     return plots_runs.surrogates(specs, sty=sty, **opts)
 
 
-def _record_curves(metrics: tuple[str, ...], what: str) -> Callable[..., Figure]:
+def _record_curves(
+    metrics: tuple[str, ...], what: str, logy: tuple[str, ...] = ()
+) -> Callable[..., Figure]:
     """A figure kind: the epoch-record keys `metrics` per epoch, mean over seeds with a band."""
 
     def draw(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
@@ -139,6 +141,7 @@ def _record_curves(metrics: tuple[str, ...], what: str) -> Callable[..., Figure]
             if not (part := table[table["metric"] == metric]).empty and part["value"].notna().any()
         }
         opts.setdefault("seed", result.config.seed)
+        opts.setdefault("logy", logy)
         opts.pop("size", None)  # sized by its panels
         return plots_diagnostics.gradient_fidelity(curves, sty=sty, **opts)
 
@@ -194,7 +197,9 @@ FIGURE_KINDS: dict[str, Callable[..., Figure]] = {
     "gradient_fidelity": _record_curves(DIAGNOSTIC_METRICS, "gradient diagnostics"),
     "gradcheck": _gradcheck,
     "gradient_error": _record_curves(
-        GRADIENT_ERROR_METRICS, "exact-gradient checkpoints (gradient_error: checkpoints)"
+        GRADIENT_ERROR_METRICS,
+        "exact-gradient checkpoints (gradient_error: checkpoints)",
+        logy=tuple(m for m in GRADIENT_ERROR_METRICS if "_rmse_" in m or m == "gerr_variance"),
     ),
     "gradcheck_exact": _gradcheck_exact,
 }
