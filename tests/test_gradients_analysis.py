@@ -32,8 +32,7 @@ n_resamples: 99
 snapshots:
   s: {snapshot}
 items:
-  - {{name: gerr, snapshot: s, kind: gradient_error, metric: test_iwae_bound,
-      study: {{direction: lower}}}}
+  - {{name: gerr, snapshot: s, kind: gradient_error, metric: test_iwae_bound}}
 """
 
 
@@ -58,7 +57,6 @@ def test_checkpoints_reach_the_table_report_snapshot_and_manifest(study, tmp_pat
     assert main([*args, "--estimates", "64"]) == 0
     out = tmp_path / "report"
     assert main(["analyze", str(spec), "--store", str(store), "--out", str(out),
-                 "--metric", "test_iwae_bound", "--direction", "lower",
                  "--resamples", "99"]) == 0  # fmt: skip
     html = (out / "report.html").read_text()
     assert 'id="fig-gradient_error"' in html and 'id="fig-gradcheck_exact"' in html

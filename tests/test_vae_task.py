@@ -173,3 +173,14 @@ def test_a_resumed_run_continues_bit_for_bit(tmp_path):
     resumed.step = first.step
     assert losses + train(resumed, range(1, 3)) == expected
     assert torch.equal(resumed.extra["grad_sq"], straight.extra["grad_sq"])
+
+
+@pytest.mark.slow  # three engine runs and the reference loop: ~10 s
+def test_bench_alternates_the_reference_loop_and_ours(tmp_path):
+    from runners.bench.vae import format_vae_report, run_vae_bench
+
+    result = run_vae_bench(device="cpu", steps=3, rounds=1, stack=2)
+    assert set(result["loops"]) == {"reference loop", "ours (1 run)", "ours (stack of 2)"}
+    assert all(row["steps_per_s"] > 0 for row in result["loops"].values())
+    assert result["loops"]["reference loop"]["vs_reference"] == 1.0
+    assert "steps/s" in format_vae_report(result)

@@ -22,6 +22,16 @@ EPOCH_METRICS: tuple[str, ...] = (
     "epoch_time_s",
     "images_per_s",
     "probe_accuracy",
+    *(
+        # The Bernoulli VAE task (docs/tasks.md): the training objective (mean -ELBO of the
+        # epoch's steps), -ELBO on the fixed training subset, the K-sample bound on the test
+        # set, the running variance of the encoder's gradient, objective evaluations per step.
+        "train_loss",
+        "train_neg_elbo",
+        "test_iwae_bound",
+        "grad_var",
+        "evaluations",
+    ),
 )
 # Gradient diagnostics (runners.training.diagnostics; docs/diagnostics.md), in the figure's order.
 DIAGNOSTIC_METRICS: tuple[str, ...] = (
@@ -58,6 +68,10 @@ _LOWER = {
     "wall_time_s",
     "train_loss",
     "diag_time_s",
+    "train_neg_elbo",
+    "test_iwae_bound",
+    "grad_var",
+    "evaluations",  # objective evaluations per step: a cost
 }
 _HIGHER = {"test_psnr", "probe_accuracy", "bit_entropy", "unique_codes", "images_per_s"}
 # Fidelity to the exact flip effects: higher is more faithful (rel_to_identity has no direction).
@@ -91,6 +105,11 @@ LABELS: dict[str, str] = {
     "diag_rel_to_identity": "distance to identity STE",
     "diag_grad_snr": "gradient SNR",
     "diag_time_s": "diagnostics time (s)",
+    "train_loss": "training objective",
+    "train_neg_elbo": "−ELBO, training subset (nats)",
+    "test_iwae_bound": "test bound, K-sample IWAE (nats)",
+    "grad_var": "encoder gradient variance",
+    "evaluations": "objective evaluations / step",
     "gerr_bias": "bias ‖E ĝ − ∇‖/‖∇‖",
     "gerr_variance": "variance tr Cov ĝ / ‖∇‖²",
     "gerr_rmse_m1": "rel. RMSE, 1 estimate",

@@ -89,7 +89,11 @@ def register(subparsers: Any) -> None:
     source = ana.add_mutually_exclusive_group()
     source.add_argument("--store", help=f"run store (default {DEFAULT_STORE})")
     source.add_argument("--snapshot", metavar="FILE", help="read a snapshot instead of a store")
-    ana.add_argument("--metric", default="test_mse", help="metric to compare (default test_mse)")
+    ana.add_argument(
+        "--metric",
+        default=None,
+        help="metric to compare (default test_mse; test_iwae_bound for a Bernoulli VAE study)",
+    )
     ana.add_argument(
         "--direction",
         choices=("lower", "higher"),
@@ -219,6 +223,9 @@ def _analyze(args: argparse.Namespace) -> int:
             if warning:
                 print(f"ste-ablate: warning: {warning}", file=sys.stderr)
         present = set(data.table["metric"].dropna())
+        if args.metric is None:  # the task's headline metric: the article's, or the VAE's bound
+            vae = "test_iwae_bound" in present and "test_mse" not in present
+            args.metric = "test_iwae_bound" if vae else "test_mse"
         if args.metric not in present:
             known = ", ".join(sorted(present)) or "none (no run has an epoch yet)"
             raise UserError(

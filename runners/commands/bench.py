@@ -17,6 +17,7 @@ examples:
   ste-ablate bench --device cuda --json     machine-readable, on the GPU
   ste-ablate bench --grid 8 1 --stack 8     8 cells x 1 epoch: ours stacked vs the article per cell
   ste-ablate bench --precision bf16         ours under bf16 autocast (opt-in; results change)
+  ste-ablate bench --task bernoulli_vae --stack 4   the VAE: the reference's loop vs ours (steps/s)
 
 In one process the loops run in turn, round after round, on the same device and data: full
 MNIST when it is under --data-root / $STE_DATA_ROOT, else the bundled mnist-mini. The article's
@@ -29,6 +30,12 @@ processes on the machine slow every loop. On the CPU the "ours, loaded" row trai
 beside a second training process with as many threads and prints the share of the quiet
 throughput it keeps (ste-ablate sets OMP_WAIT_POLICY=PASSIVE unless it is set; export
 OMP_WAIT_POLICY=ACTIVE to see OpenMP's default).
+
+With --task bernoulli_vae the loops are the DisARM protocol's (runners/bench/vae.py): the
+reference's step written in plain PyTorch as google-research's disarm launcher writes it (per-
+image binarising dataset, DataLoader, three ELBO calls per step, three optimisers), against ours
+through the engine (one run, and a stack of --stack runs, default 4), in steps/s per run summed
+over the stack; --steps defaults to 200 there.
 """
 
 
@@ -43,9 +50,17 @@ def register(subparsers: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--task",
+        default="autoencoder",
+        help="autoencoder (default: the article's loop vs ours) or bernoulli_vae (the DisARM "
+        "protocol: the reference's loop vs ours)",
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--steps", default="30", metavar="N", help="steps per round (default 30)")
+    parser.add_argument(
+        "--steps", default=None, metavar="N", help="steps per round (default 30; VAE 200)"
+    )
     parser.add_argument("--rounds", default="3", metavar="N", help="rounds per loop (default 3)")
     parser.add_argument(
         "--grid",
@@ -77,16 +92,20 @@ def run(args: argparse.Namespace) -> int:
     """Parse, bench, print."""
     from runners.bench.loops import run_bench  # torch: see the note on imports
 
+    if args.task not in ("autoencoder", "bernoulli_vae"):
+        raise UserError(f"--task must be autoencoder or bernoulli_vae, got {args.task!r}")
+    if args.task == "bernoulli_vae":
+        return _run_vae(args)
     if args.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got {args.precision!r}")
     if args.stack and not args.grid:
-        raise UserError("--stack applies to --grid only")
+        raise UserError("--stack applies to --grid only (and to --task bernoulli_vae)")
     grid = None
     if args.grid:
         grid = (_int(args.grid[0], "--grid N_CELLS", 1), _int(args.grid[1], "--grid E_EPOCHS", 1))
     result = run_bench(
         device=args.device,
-        steps=_int(args.steps, "--steps", 1),
+        steps=_int(args.steps or "30", "--steps", 1),
         rounds=_int(args.rounds, "--rounds", 1),
         precision=args.precision,
         data_root=args.data_root,
@@ -100,6 +119,23 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(format_report(result))
+    return 0
+
+
+def _run_vae(args: argparse.Namespace) -> int:
+    from runners.bench.vae import format_vae_report, run_vae_bench  # torch
+
+    if args.grid:
+        raise UserError("--grid applies to the autoencoder task only")
+    result = run_vae_bench(
+        device=args.device,
+        steps=_int(args.steps or "200", "--steps", 1),
+        rounds=_int(args.rounds, "--rounds", 1),
+        stack=_int(args.stack or "4", "--stack", 1),
+        data_root=args.data_root,
+        threads=_int(args.threads, "--threads", 1) if args.threads else None,
+    )
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else format_vae_report(result))
     return 0
 
 

@@ -95,12 +95,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, check, print, write."""
-    from ste_variants import list_estimators  # torch: see the note on imports
+    from ste_variants import describe, list_estimators  # torch: see the note on imports
 
     folder = Path(args.run_dir)
     if gradcheck_exact.wanted(args, folder):
         return gradcheck_exact.run(args)
-    specs = _split_specs(args.estimators) if args.estimators else list_estimators()
+    # Every threshold estimator: the unbiased family has no backward through a threshold.
+    every = [name for name in list_estimators() if describe(name)["family"] == "threshold"]
+    specs = _split_specs(args.estimators) if args.estimators else every
     result = check_run(
         folder,
         specs,
@@ -140,6 +142,10 @@ def check_run(
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
     config = RunConfig.from_dict(doc["config"])
+    if config.task != "autoencoder":
+        raise UserError(
+            f"{folder} is a {config.task} run: gradcheck diagnoses the article's autoencoder"
+        )
     ckpt = load_checkpoint(folder, config.run_id)
     if ckpt is None:
         raise UserError(f"{folder} has no usable {st.CHECKPOINT}")

@@ -1,0 +1,223 @@
+"""`ste-ablate bench --task bernoulli_vae`: ours against the reference's loop, steps/s.
+
+Two loops of the DisARM protocol (DisARM estimator, linear, 200 latents, batch 50), alternated
+round after round in one process on the same data:
+
+- "reference loop": one run, written in plain PyTorch the way the reference
+  (google-research `disarm/binary/experiment_launcher_singlelayer.py` and `networks.py`) writes
+  it: a per-image dataset that binarises each image when it is read, shuffled and batched by a
+  DataLoader; per step one model call for the decoder's and prior's loss (encoder + sample +
+  decoder), the estimator's own encoder call and two ELBO calls (each through encoder and
+  decoder), the encoder's gradient through `autograd.grad(logits, ..., grad_outputs)`, three
+  optimisers (Adam, Adam, SGD) and per-parameter moment averages for the gradient variance.
+- "ours": `runners.engine.train.train_runs` on K cells (a stack; K = 1 is a single run) in a
+  temporary store, timed by the engine itself (each epoch's training time, evaluation and
+  checkpoints excluded, as `images_per_s` in metrics.jsonl).
+
+Steps/s counts every run's steps: a stack of K runs does K steps per step of the loop.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from runners.config import RunConfig
+from runners.config_tasks import VAE_TRAIN_SIZES
+from runners.engine.train import train_runs
+from runners.store import format as st
+from runners.tasks.vae_model import BernoulliVAE, bernoulli_log_prob
+from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, selection
+from runners.training.session import resolve_device
+
+EMA = 0.999
+
+
+class _DynamicMnist(Dataset):
+    """Each read of an image draws a fresh binarisation (the reference's `map(_preprocess)`)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images.reshape(images.shape[0], -1)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.bernoulli(self.images[index].to(torch.float32) / 255.0)
+
+
+class ReferenceLoop:
+    """The reference's training step for DisARM, in plain PyTorch (one run)."""
+
+    def __init__(self, images: torch.Tensor, device: torch.device, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        mean = images.reshape(images.shape[0], -1).double().mean(0) / 255.0
+        self.model = BernoulliVAE("linear", 200, "disarm", mean).to(device)
+        self.device = device
+        model = self.model
+        self.genmo = torch.optim.Adam(model.decoder.parameters(), lr=1e-4, eps=1e-7)
+        self.infnet = torch.optim.Adam(model.encoder.parameters(), lr=1e-4, eps=1e-7)
+        self.prior = torch.optim.SGD([model.prior_logits], lr=1e-2)
+        params = list(model.encoder.parameters())
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        loader = DataLoader(_DynamicMnist(images), batch_size=50, shuffle=True, drop_last=True)
+        self.loader, self.batches = loader, iter(loader)
+        self.variance = 0.0
+
+    def _batch(self) -> torch.Tensor:
+        try:
+            return next(self.batches).to(self.device)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches).to(self.device)
+
+    def _elbo(self, x: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        model = self.model
+        logits = model.encoder(x)
+        if b is None:
+            b = torch.bernoulli(torch.sigmoid(logits)).detach()
+        llk = bernoulli_log_prob(logits, b).sum(-1)
+        prior = bernoulli_log_prob(model.prior_logits.expand_as(b), b).sum(-1)
+        decoder = bernoulli_log_prob(model.decoder(b), x).sum(-1)
+        return decoder + prior - llk, logits
+
+    def step(self) -> torch.Tensor:
+        model, x = self.model, self._batch()
+        elbo, logits = self._elbo(x)
+        genmo_loss = -elbo.mean()
+        decoder = list(model.decoder.parameters())
+        encoder = list(model.encoder.parameters())
+        grads = torch.autograd.grad(genmo_loss, [*decoder, model.prior_logits], retain_graph=True)
+        with torch.no_grad():  # the estimator's own calls (not under the reference's tape)
+            phi = model.encoder(x)
+            u = torch.rand_like(phi)
+            sigma = torch.sigmoid(phi)
+            b1, b2 = (u > 1 - sigma).float(), (u < sigma).float()
+            f1, f2 = self._elbo(x, b1)[0][:, None], self._elbo(x, b2)[0][:, None]
+            factor = ((1 - b1) * b2 + b1 * (1 - b2)) * (-1.0) ** b2 * torch.sigmoid(phi.abs())
+            multiplier = -0.5 * (f1 - f2) * factor
+        infnet = torch.autograd.grad(logits, encoder, grad_outputs=multiplier)
+        for p, g in zip([*decoder, model.prior_logits], grads, strict=True):
+            p.grad = g
+        for p, g in zip(encoder, infnet, strict=True):
+            p.grad = g
+        self.genmo.step()
+        self.prior.step()
+        self.infnet.step()
+        with torch.no_grad():
+            parts = []
+            for (mean, square), g in zip(self.moments, infnet, strict=True):
+                mean.mul_(EMA).add_(g, alpha=1 - EMA)
+                square.mul_(EMA).add_(g * g, alpha=1 - EMA)
+                parts.append((square - mean**2).reshape(-1))
+            self.variance = torch.cat(parts).mean() / 50**2
+        return genmo_loss.detach()
+
+    def steps(self, n: int) -> float:
+        """Train n steps; their wall time in seconds."""
+        start = time.perf_counter()
+        for _ in range(n):
+            loss = self.step()
+        float(loss)
+        return time.perf_counter() - start
+
+
+def _ours(dataset: str, steps: int, stack: int, seed: int, device: str, store: Path) -> float:
+    """Steps/s of a stack of `stack` DisARM runs (K steps per engine step), as the engine
+    times its epoch (training only)."""
+    configs = [
+        RunConfig(
+            task="bernoulli_vae",
+            estimator="disarm",
+            seed=seed + k,
+            dataset=dataset,
+            train_subset=steps * 50,
+            test_subset=10,
+            epochs=1,
+            vae_eval_samples=1,
+            vae_train_eval=10,
+            device=device,
+        )
+        for k in range(stack)
+    ]
+    train_runs(configs, store, progress=False, raise_errors=True)
+    record = st.read_jsonl(st.run_dir(store, configs[0].run_id) / st.METRICS)[-1]
+    return stack * record["images_per_s"] / 50
+
+
+def run_vae_bench(
+    *,
+    device: str = "auto",
+    steps: int = 200,
+    rounds: int = 3,
+    stack: int = 4,
+    data_root: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Alternate the reference loop and ours (single run, and a stack of `stack`) `rounds`
+    times for `steps` steps each; steps/s per loop (median over rounds) and ratios."""
+    resolved = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        load_arrays("mnist", data_root, download=False)
+        dataset = "mnist"
+    except Exception:
+        dataset = "mnist-mini"
+    train, _ = load_arrays(dataset, data_root, download=False)
+    index = selection(len(train), TRAIN_SELECTION_SEED)[: VAE_TRAIN_SIZES[dataset]]
+    images = train.images.index_select(0, index)
+    steps = min(steps, len(index) // 50)
+    reference = ReferenceLoop(images, resolved)
+    reference.steps(5)  # warm-up
+    rows: dict[str, list[float]] = {"reference loop": [], "ours (1 run)": []}
+    rows[f"ours (stack of {stack})"] = []
+    with tempfile.TemporaryDirectory(prefix="ste-bench-vae-") as tmp:
+        for number in range(rounds):
+            rows["reference loop"].append(steps / reference.steps(steps))
+            store = Path(tmp) / f"round{number}"
+            rows["ours (1 run)"].append(_ours(dataset, steps, 1, 100 * number, device, store))
+            stacked = _ours(dataset, steps, stack, 100 * number + 10, device, store)
+            rows[f"ours (stack of {stack})"].append(stacked)
+    base = statistics.median(rows["reference loop"])
+    return {
+        "task": "bernoulli_vae",
+        "estimator": "disarm",
+        "device": str(resolved),
+        "threads": torch.get_num_threads(),
+        "dataset": dataset,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "loops": {
+            name: {
+                "steps_per_s": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "vs_reference": statistics.median(values) / base,
+            }
+            for name, values in rows.items()
+        },
+    }
+
+
+def format_vae_report(result: dict[str, Any]) -> str:
+    """The table of a `run_vae_bench` result."""
+    lines = [
+        f"Bernoulli VAE (DisARM, linear, batch 50) on {result['device']}, {result['threads']} "
+        f"threads, {result['dataset']}: {result['rounds']} rounds x {result['steps_per_round']} "
+        "steps per loop, interleaved",
+        f"{'loop':<22} {'steps/s':>9} {'min-max':>15} {'vs reference':>13}",
+    ]
+    for name, row in result["loops"].items():
+        spread = f"{row['min']:.0f}-{row['max']:.0f}"
+        lines.append(
+            f"{name:<22} {row['steps_per_s']:>9.1f} {spread:>15} {row['vs_reference']:>12.2f}x"
+        )
+    lines.append("(a stack of K runs counts K steps per engine step; ours is timed by the engine)")
+    return "\n".join(lines)
