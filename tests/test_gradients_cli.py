@@ -92,7 +92,10 @@ def test_gradcheck_exact_on_the_article_model_writes_json_and_figure(
     assert st.verify_summary(small_code_run)[1] is None
 
 
-def test_gradcheck_exact_refuses_an_estimator_that_does_not_sample(vae_run, capsys):
-    args = ["gradcheck", str(vae_run), "--estimators", "hardtanh"]
-    assert main(args) == 2
+def test_gradcheck_exact_refuses_bad_input_in_one_line(vae_run, tmp_path, capsys):
+    assert main(["gradcheck", str(vae_run), "--estimators", "hardtanh"]) == 2
     assert "does not sample" in capsys.readouterr().err
+    assert main(["gradcheck", str(vae_run), "--max-bits", "30"]) == 2
+    assert "--max-bits must be at most 24" in capsys.readouterr().err
+    assert main(["gradcheck", str(tmp_path), "--exact"]) == 2
+    assert "holds no run" in capsys.readouterr().err

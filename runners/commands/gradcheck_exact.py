@@ -124,11 +124,13 @@ def check_exact(
     """
     import torch  # torch and the models: see the note on imports
 
-    from runners.gradients.exact import reference_gradient
+    from runners.gradients.exact import MAX_ENUMERATED_BITS, reference_gradient
     from runners.gradients.measure import compare
     from runners.gradients.problems import frozen, problem_for
     from ste_variants import describe, get_estimator, list_estimators
 
+    if max_bits > MAX_ENUMERATED_BITS:
+        raise UserError(f"--max-bits must be at most {MAX_ENUMERATED_BITS}, got {max_bits}")
     doc = st.read_config(folder)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
