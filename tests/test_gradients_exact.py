@@ -13,6 +13,7 @@ from runners.gradients.exact import (
     codes,
     enumerate_expectation,
     local_expectation_gradient,
+    reference_generator,
     reference_gradient,
 )
 
@@ -108,3 +109,14 @@ def test_backprop_to_weights_equals_autograd_through_the_encoder():
 def test_enumeration_refuses_too_many_bits():
     with pytest.raises(ValueError, match="too many"):
         enumerate_expectation(torch.zeros(1, 30), quadratic_toy(0.5))
+
+
+def test_the_reference_draws_from_its_own_stream():
+    """Never the estimates' stream (seeded with the seed itself): shared draws hide bias."""
+    own = torch.rand(8, generator=reference_generator(0), dtype=torch.float64)
+    assert torch.equal(own, torch.rand(8, generator=reference_generator(0), dtype=torch.float64))
+    for seed in range(4):
+        estimates = torch.rand(
+            8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
+        assert not torch.equal(own, estimates)

@@ -104,3 +104,25 @@ def test_the_sign_flip_p_value_is_uniform_without_bias():
     ]
     assert 0.03 <= np.mean(np.array(ps) < 0.1) <= 0.18
     assert 0.4 <= np.mean(ps) <= 0.6
+
+
+@pytest.mark.parametrize("ref_scale", [0.5, 4.0])
+def test_with_a_noisy_reference_the_p_value_counts_its_noise(ref_scale):
+    """Reference from 256 draws in 32 groups, noisier than (4.0) or comparable to (0.5) the
+    estimator's mean over 128 draws: uniform p without bias, small p with one."""
+    rng = np.random.default_rng(5)
+    exact = np.ones(12)
+
+    def p_value(bias):
+        ref_draws = _draws(rng, 256, exact, ref_scale)
+        groups = ref_draws.reshape(32, 8, -1).mean(axis=1)
+        reference = groups.mean(axis=0)
+        ref_var = float(groups.var(axis=0, ddof=1).sum()) / 32
+        sums = layer_sums(_draws(rng, 128, exact + bias, 1.0), reference, 16, ref_var, groups)
+        return summarise(sums, [], resamples=200)["bias_p"]
+
+    nulls = np.array([p_value(0.0) for _ in range(150)])
+    assert 0.02 <= np.mean(nulls < 0.1) <= 0.2
+    assert 0.4 <= nulls.mean() <= 0.6
+    biased = np.array([p_value(0.6 * ref_scale) for _ in range(40)])
+    assert np.mean(biased < 0.05) >= 0.8

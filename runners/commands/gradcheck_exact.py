@@ -122,15 +122,15 @@ def check_exact(
     Raises:
         UserError: no run, config or checkpoint there; a bad or unsuitable estimator.
     """
-    import torch  # torch and the models: see the note on imports
-
-    from runners.gradients.exact import MAX_ENUMERATED_BITS, reference_gradient
+    # torch and the models: see the note on imports
+    from runners.gradients.exact import MAX_ENUMERATED_BITS as MAX_BITS
+    from runners.gradients.exact import reference_generator, reference_gradient
     from runners.gradients.measure import compare
     from runners.gradients.problems import frozen, problem_for
     from ste_variants import describe, get_estimator, list_estimators
 
-    if max_bits > MAX_ENUMERATED_BITS:
-        raise UserError(f"--max-bits must be at most {MAX_ENUMERATED_BITS}, got {max_bits}")
+    if max_bits > MAX_BITS:
+        raise UserError(f"--max-bits must be at most {MAX_BITS}, got {max_bits}")
     doc = st.read_config(folder)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
@@ -144,13 +144,12 @@ def check_exact(
     started = time.perf_counter()
     with frozen(model):
         problem = problem_for(model, x)
-        generator = torch.Generator().manual_seed(seed)
         ref = reference_gradient(
             problem.logits,
             problem.objective,
             max_bits=max_bits,
             draws=reference_draws,
-            generator=generator,
+            generator=reference_generator(seed),
         )
         reference_seconds = time.perf_counter() - started
         rows = compare(problem, ref, estimators, draws=estimates, seed=seed)

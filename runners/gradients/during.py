@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from runners.gradients import names
-from runners.gradients.exact import reference_gradient
+from runners.gradients.exact import reference_generator, reference_gradient
 from runners.gradients.measure import TOTAL, compare
 from runners.gradients.problems import frozen, problem_for
 from runners.training.data import normalize
@@ -96,7 +96,7 @@ def gradient_error_record(
             problem.objective,
             max_bits=max_bits,
             draws=names.REFERENCE_DRAWS,
-            generator=torch.Generator().manual_seed(seed),
+            generator=reference_generator(seed),
         )
         (row,) = compare(
             problem,

@@ -62,18 +62,21 @@ class Problem:
         return out
 
 
-def reference_vectors(problem: Problem, ref: Reference) -> tuple[dict[str, torch.Tensor], dict]:
-    """The reference per layer, and its own variance per layer (0 when exact)."""
+def reference_vectors(
+    problem: Problem, ref: Reference
+) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, torch.Tensor | None]]:
+    """Per layer: the reference, its own variance (0 when exact), and the centred group means
+    of a noisy reference's draws (None when exact)."""
     vectors = problem.vectors(ref.grad, batched=False)
     noise = {name: 0.0 for name in vectors}
-    if not ref.exact:
-        noise[LOGITS] = float(ref.stderr.pow(2).sum())
-        if ref.group_means is not None and ref.group_means.shape[0] > 1:
-            groups = ref.group_means.shape[0]
-            spread = problem.vectors(ref.group_means, batched=True)
-            for layer in problem.layers:
-                noise[layer] = float(spread[layer].var(dim=0).sum()) / groups
-    return vectors, noise
+    spread: dict[str, torch.Tensor | None] = {name: None for name in vectors}
+    if not ref.exact and ref.group_means is not None and ref.group_means.shape[0] > 1:
+        groups = ref.group_means.shape[0]
+        for name, vec in problem.vectors(ref.group_means, batched=True).items():
+            spread[name] = vec - vec.mean(dim=0)
+            noise[name] = float(vec.var(dim=0).sum()) / groups
+        noise[LOGITS] = float(ref.stderr.pow(2).sum())  # from every draw, not the groups
+    return vectors, noise, spread
 
 
 def measure(
@@ -87,7 +90,7 @@ def measure(
     generator: torch.Generator | None = None,
 ) -> dict[str, stats.LayerSums]:
     """The sufficient statistics of `draws` estimates (rounded up to a multiple of the groups)."""
-    target, noise = reference_vectors(problem, ref)
+    target, noise, spread = reference_vectors(problem, ref)
     size = sum(v.numel() for name, v in target.items() if name != LOGITS)
     groups = max(2, min(groups, draws, GROUP_BYTES // max(1, 8 * size)))
     per_group = -(-draws // groups)
@@ -107,6 +110,7 @@ def measure(
     out = {}
     for name, vec in target.items():
         means = sums[name] / per_group
+        ref_groups = None if spread[name] is None else spread[name].cpu()
         out[name] = stats.LayerSums(
             gram=(means @ means.T).numpy(),
             along=(means @ vec.cpu()).numpy(),
@@ -114,6 +118,8 @@ def measure(
             norm2=float(vec.pow(2).sum()),
             draws=groups * per_group,
             ref_var=noise[name],
+            ref_gram=None if ref_groups is None else (ref_groups @ ref_groups.T).numpy(),
+            cross=None if ref_groups is None else (means @ ref_groups.T).numpy(),
         )
     total = [out[layer] for layer in problem.layers]
     out[TOTAL] = sum(total[1:], total[0])

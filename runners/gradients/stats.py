@@ -46,6 +46,9 @@ class LayerSums:
         norm2: ‖g*‖² of the reference.
         draws: R (G divides it).
         ref_var: the reference's own variance, Σ_j Var(g*_j) (0 when exact).
+        ref_gram: a noisy reference's draws in Gr groups: (Gr, Gr), ⟨r_j − r̄, r_k − r̄⟩ for
+            their group means r_j (None when exact).
+        cross: (G, Gr), ⟨m_g − g*, r_j − r̄⟩ (None when exact).
     """
 
     gram: np.ndarray
@@ -54,9 +57,12 @@ class LayerSums:
     norm2: float
     draws: int
     ref_var: float = 0.0
+    ref_gram: np.ndarray | None = None
+    cross: np.ndarray | None = None
 
     def __add__(self, other: LayerSums) -> LayerSums:
         """The sums of the concatenation of two layers' vectors (same draws and groups)."""
+        noisy = self.ref_gram is not None and other.ref_gram is not None
         return LayerSums(
             gram=self.gram + other.gram,
             along=self.along + other.along,
@@ -64,6 +70,8 @@ class LayerSums:
             norm2=self.norm2 + other.norm2,
             draws=self.draws,
             ref_var=self.ref_var + other.ref_var,
+            ref_gram=self.ref_gram + other.ref_gram if noisy else None,
+            cross=self.cross + other.cross if noisy else None,
         )
 
 
@@ -196,18 +204,38 @@ def _row(boot: _Bootstrap, m: float, evaluations: float, level: float) -> dict[s
 def sign_flip_p(sums: LayerSums, resamples: int, seed: int) -> float:
     """p-value of "no bias" (μ = g*): a sign-flip test on the group means.
 
-    T = Σ_{g≠h} ⟨y_g, y_h⟩ / (G(G − 1)) − σ²_ref with y_g = m_g − g*, unbiased for ‖μ − g*‖²;
-    under no bias the y_g are centred and (group means of many draws) nearly symmetric, so T
-    is compared with its values under random signs s_g ∈ {±1}. Exact for symmetric group means
-    and an exact reference; with a noisy reference its error is only subtracted on average.
+    Exact reference: T = Σ_{g≠h} ⟨y_g, y_h⟩ / (G(G − 1)) with y_g = m_g − g*, unbiased for
+    ‖μ − g*‖²; under no bias the y_g are centred and (group means of many draws) nearly
+    symmetric, so T is compared with its values under random signs s_g ∈ {±1} (exact for
+    symmetric group means).
+
+    Noisy reference (`ref_gram` given): the difference of two means, d̄ = m̄ − r̄, whose noise
+    under no bias is that of both; T = ‖d̄‖² is compared with ‖D*‖², D* = a·Σ_g s_g (m_g − m̄)
+    − c·Σ_j t_j (r_j − r̄) with independent signs and a = √(G/(G−1))/G, c = √(Gr/(Gr−1))/Gr,
+    so that D* has the covariance of m̄ − r̄ (approximate: centred group means).
     """
     groups = sums.gram.shape[0]
-    pairs = groups * (groups - 1)
-    trace = float(np.trace(sums.gram))
-    observed = (float(sums.gram.sum()) - trace) / pairs - sums.ref_var
     rng = np.random.default_rng([seed, 1])
     signs = rng.choice([-1.0, 1.0], size=(resamples, groups))
-    flipped = (np.einsum("bg,gh,bh->b", signs, sums.gram, signs) - trace) / pairs
+    if sums.ref_gram is None or sums.cross is None:
+        pairs = groups * (groups - 1)
+        trace = float(np.trace(sums.gram))
+        observed = (float(sums.gram.sum()) - trace) / pairs - sums.ref_var
+        flipped = (np.einsum("bg,gh,bh->b", signs, sums.gram, signs) - trace) / pairs
+        return float((1 + np.count_nonzero(flipped >= observed)) / (resamples + 1))
+    ref_groups = sums.ref_gram.shape[0]
+    centre = np.eye(groups) - 1.0 / groups
+    gram = centre @ sums.gram @ centre
+    cross = centre @ sums.cross
+    a = np.sqrt(groups / (groups - 1)) / groups
+    c = np.sqrt(ref_groups / (ref_groups - 1)) / ref_groups
+    ref_signs = rng.choice([-1.0, 1.0], size=(resamples, ref_groups))
+    flipped = (
+        a * a * np.einsum("bg,gh,bh->b", signs, gram, signs)
+        - 2 * a * c * np.einsum("bg,gj,bj->b", signs, cross, ref_signs)
+        + c * c * np.einsum("bj,jk,bk->b", ref_signs, sums.ref_gram, ref_signs)
+    )
+    observed = float(sums.gram.sum()) / groups**2  # ‖m̄ − r̄‖²
     return float((1 + np.count_nonzero(flipped >= observed)) / (resamples + 1))
 
 
@@ -227,14 +255,22 @@ def powers_of_two(top: int) -> list[int]:
 
 
 def layer_sums(
-    estimates: np.ndarray, reference: np.ndarray, groups: int, ref_var: float = 0.0
+    estimates: np.ndarray,
+    reference: np.ndarray,
+    groups: int,
+    ref_var: float = 0.0,
+    ref_groups: np.ndarray | None = None,
 ) -> LayerSums:
-    """The `LayerSums` of R explicit estimates (R, P) against `reference` (P,), in G groups."""
+    """The `LayerSums` of R explicit estimates (R, P) against `reference` (P,), in G groups.
+
+    `ref_groups` (Gr, P): a noisy reference's group means (`reference` is their mean).
+    """
     draws = estimates.shape[0]
     if draws % groups:
         raise ValueError(f"{groups} groups do not divide {draws} draws")
     d = (estimates - reference).reshape(groups, draws // groups, -1)
     means = d.mean(axis=1)
+    centred = None if ref_groups is None else ref_groups - ref_groups.mean(axis=0)
     return LayerSums(
         gram=means @ means.T,
         along=means @ reference,
@@ -242,4 +278,6 @@ def layer_sums(
         norm2=float(reference @ reference),
         draws=draws,
         ref_var=ref_var,
+        ref_gram=None if centred is None else centred @ centred.T,
+        cross=None if centred is None else means @ centred.T,
     )
