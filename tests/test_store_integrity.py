@@ -16,11 +16,11 @@ import pytest
 from analysis.sources.store import read_cell
 from runners.cli import main
 from runners.config import RunConfig
-from runners.engine import bookkeeping
 from runners.engine.train import train_run
 from runners.grids.spec import load_spec
 from runners.store import format as st
 from runners.store.format import TIMING_KEYS, read_json, read_jsonl
+from runners.tasks import autoencoder
 
 # The spec whose one cell is conftest's `finished_run` (TINY, 2 epochs, hardtanh, seed 0).
 SPEC = (
@@ -134,7 +134,7 @@ def test_a_failed_run_has_no_probe_accuracy(tiny_config, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     # The disk fills up at the last write of a run, after the last epoch's probe.
-    monkeypatch.setattr(bookkeeping, "save_reconstruction_png", full_disk)
+    monkeypatch.setattr(autoencoder, "save_reconstruction_png", full_disk)
     summary = train_run(tiny_config(), tmp_path, progress=False)
     assert summary["status"] == "failed" and "No space left" in summary["error"]
     assert read_jsonl(st.run_dir(tmp_path, summary["run_id"]) / st.METRICS)[-1]["probe_accuracy"]

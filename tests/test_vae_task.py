@@ -95,6 +95,7 @@ def test_data_split_mean_and_dynamic_binarisation():
     # The batch of a step depends on the seed and the step only, never on the estimator.
     states = [RunState(vae(estimator=e), torch.device("cpu"), TASK) for e in ("arm", "gumbel")]
     index = torch.arange(50)
+    assert states[1].model.estimator.paired_noise  # gumbel samples the others' bits here
     first, second = (TASK.batch(s, data.train.images, index) for s in states)
     assert torch.equal(first, second) and set(first.unique().tolist()) <= {0.0, 1.0}
     states[0].step = 1
@@ -184,3 +185,30 @@ def test_bench_alternates_the_reference_loop_and_ours(tmp_path):
     assert all(row["steps_per_s"] > 0 for row in result["loops"].values())
     assert result["loops"]["reference loop"]["vs_reference"] == 1.0
     assert "steps/s" in format_vae_report(result)
+
+
+def test_cli_trains_the_vae_and_refuses_a_threshold(tmp_path, capsys):
+    from runners.cli import main
+
+    args = ["train", "--task", "bernoulli_vae", "--estimator", "arm", "--dataset", "mnist-mini"]
+    args += ["--train-subset", "100", "--test-subset", "20", "--epochs", "1"]
+    args += ["--vae-eval-samples", "2", "--vae-train-eval", "20", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test bound:" in out and "evaluations:    2 per example" in out
+    assert main(["train", "--task", "bernoulli_vae", "--estimator", "sigmoid"]) == 2
+    assert "'sigmoid' cannot train task 'bernoulli_vae'" in capsys.readouterr().err
+
+
+def test_shipped_vae_specs():
+    from runners.grids.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "ablations"
+    cpu, full = load_spec(root / "vae_cpu.yaml"), load_spec(root / "vae_disarm.yaml")
+    needed = {"disarm", "arm", "reinforce_loo", "bernoulli", "gumbel", "reinmax"}
+    for spec in (cpu, full):
+        assert needed <= {c.config.estimator for c in spec.cells}
+        assert {c.config.task for c in spec.cells} == {"bernoulli_vae"}
+    assert {c.config.epochs for c in full.cells} == {1000}  # 1M steps of 1000 a epoch
+    assert {c.config.vae_arch for c in full.cells} == {"linear", "nonlinear"}
+    assert len({c.config.seed for c in full.cells}) == 5

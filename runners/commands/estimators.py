@@ -106,9 +106,12 @@ def _describe(args: argparse.Namespace) -> int:
     if info["spec"] != info["name"]:
         print(f"  spec:       {info['spec']}")
     print(f"  forward:    {info['forward']}")
-    print(f"  backward:   {info['backward']}")
+    unbiased = info["family"] == "unbiased"
+    print(f"  {'estimate: ' if unbiased else 'backward: '}  {info['backward']}")
     print(f"  stochastic: {'yes' if info['stochastic'] else 'no'}")
     print(f"  annealed:   {'yes (set_progress)' if info['annealed'] else 'no'}")
+    family = "unbiased (objective evaluations)" if unbiased else "threshold (custom backward)"
+    print(f"  family:     {family}; samples {info['samples_from'] or 'nothing (deterministic)'}")
     print(f"  area:       {area}" + (f"; {info['area_note']}" if info["area_note"] else ""))
     print(f"  peak:       {peak_text(info)}")
     print("  hyperparameters:" + ("" if info["params"] else " none"))
@@ -124,4 +127,6 @@ def _describe(args: argparse.Namespace) -> int:
     print(paper)
     if info["arxiv"]:
         print(f"  arXiv:      {info['arxiv']}")
+    if info["reference_code"]:
+        print(f"  checked:    {info['reference_code']}")
     return 0

@@ -95,14 +95,21 @@ def print_cells(
     *,
     action: bool = False,
 ) -> None:
-    """Print one row per cell: run id, axis values, state; with `infos` epochs, test MSE and
+    """Print one row per cell: run id, axis values, state; with `infos` epochs, test MSE (the
+    VAE's test bound for a VAE grid) and
     (when a cell has one) why it is not completed, with `slurm_states` SLURM's state, with
     `action` what `run` would do."""
     headers = ["run_id", *spec.axes, "state"]
     whys = {c.run_id: _why(states[c.run_id], infos[c.run_id]) for c in cells} if infos else {}
     show_why = any(whys.values())
+    # The headline metric: the article's test MSE, or the Bernoulli VAE's test bound.
+    metric = "test_mse"
+    if infos is not None and any(
+        (infos[c.run_id].summary or {}).get("test_iwae_bound") is not None for c in cells
+    ):
+        metric = "test_iwae_bound"
     if infos is not None:
-        headers += ["epochs", "test_mse", *(["why"] if show_why else [])]
+        headers += ["epochs", metric, *(["why"] if show_why else [])]
     if slurm_states is not None:
         headers.append("slurm")
     if action:
@@ -113,11 +120,11 @@ def print_cells(
         row = [cell.run_id, *(_show(cell.factors[a]) for a in spec.axes), state]
         if infos is not None:
             summary = infos[cell.run_id].summary or {}
-            mse = summary.get("test_mse")
+            value = summary.get(metric)
             epochs = summary.get("epochs_done")
             row += [
                 "" if epochs is None else str(epochs),
-                f"{mse:.5f}" if isinstance(mse, float) else "-",
+                f"{value:.5f}" if isinstance(value, float) else "-",
                 *([whys[cell.run_id]] if show_why else []),
             ]
         if slurm_states is not None:

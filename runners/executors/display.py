@@ -77,6 +77,9 @@ class CellDisplay:
             parts.insert(0, f"cell {self.done}/{self.total}")
         if isinstance(mse, float):
             parts.append(f"test_mse={mse:.5f}")
+        bound = summary.get("test_iwae_bound")  # the Bernoulli VAE's headline metric
+        if isinstance(bound, float):
+            parts.append(f"test_iwae_bound={bound:.3f}")
         parts.append(f"{wall:.1f}s")
         if status != "completed" and summary.get("error"):
             parts.append(f"({summary['error']})")

@@ -27,6 +27,7 @@ Protocol (Dong, Mnih, Tucker, NeurIPS 2020; facts read from google-research
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from runners.training.data import (
     selection,
 )
 from runners.training.evaluate import FIGURE_IMAGES, figure_digits, save_reconstruction_png
-from runners.training.kernels import adam
+from runners.training.kernels import adam, tune_cpu_malloc
 from runners.training.recipe import derive_seed
 from ste_variants import estimate_gradient, evaluations_per_step
 from ste_variants.unbiased import check_samples_bernoulli
@@ -71,6 +72,20 @@ def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flat = images.reshape(images.shape[0], PIXELS)
     u = torch.rand(flat.shape, generator=generator, dtype=torch.float32).to(flat.device)
     return (u < flat.to(torch.float32) / 255.0).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_mean(dataset: str, train_subset: int | None, data_root: str | None) -> torch.Tensor:
+    """The mean training pixel (784,) as a probability, float64 on the CPU: exact integer sums
+    over chunks of the uint8 images, divided once."""
+    train_all, _ = load_arrays(dataset, data_root)
+    size = VAE_TRAIN_SIZES[dataset]
+    index = selection(len(train_all), TRAIN_SELECTION_SEED)[:size][: train_subset or size]
+    total = torch.zeros(PIXELS, dtype=torch.int64)
+    for start in range(0, len(index), 5000):
+        chunk = train_all.images.index_select(0, index[start : start + 5000])
+        total += chunk.reshape(-1, PIXELS).to(torch.int32).sum(0, dtype=torch.int64)
+    return total.to(torch.float64) / (255.0 * len(index))
 
 
 def _generator(seed: int, stream: str) -> torch.Generator:
@@ -127,38 +142,27 @@ class BernoulliVaeTask:
         train_all, test_all = load_arrays(config.dataset, config.data_root)
         order = selection(len(train_all), TRAIN_SELECTION_SEED)
         size = VAE_TRAIN_SIZES[config.dataset]
-        train_index = order[:size][: config.train_subset or size]
         test_index = selection(len(test_all), TEST_SELECTION_SEED)[: config.test_subset]
 
         def split(whole: Split, index: torch.Tensor) -> Split:
             images = whole.images.index_select(0, index).unsqueeze(1).contiguous()
             return Split(images.to(device), whole.labels.index_select(0, index))
 
-        train = split(train_all, train_index)
-        mean = train_all.images.index_select(0, train_index).reshape(-1, PIXELS)
-        pixel_mean = mean.to(torch.float64).mean(0) / 255.0
-        return VaeData(
-            train, split(train_all, order[size:]), split(test_all, test_index), pixel_mean
-        )
+        train = split(train_all, order[:size][: config.train_subset or size])
+        mean = _pixel_mean(config.dataset, config.train_subset, config.data_root)
+        return VaeData(train, split(train_all, order[size:]), split(test_all, test_index), mean)
 
     def build_model(
         self, config: RunConfig, device: torch.device, *, fast: bool = True
     ) -> torch.nn.Module:
-        train_all, _ = load_arrays(config.dataset, config.data_root)
-        data_mean = self._pixel_mean(config, train_all)
+        mean = _pixel_mean(config.dataset, config.train_subset, config.data_root)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(config.seed, "init"))
-            model = BernoulliVAE(config.vae_arch, config.vae_latents, config.estimator, data_mean)
+            model = BernoulliVAE(config.vae_arch, config.vae_latents, config.estimator, mean)
         model.estimator.paired_noise = True  # gumbel draws the bits of the others
+        if fast and device.type == "cpu":
+            tune_cpu_malloc()  # the CPU fast path: freed step memory stays in the process
         return model.to(device)
-
-    @staticmethod
-    def _pixel_mean(config: RunConfig, train_all: Split) -> torch.Tensor:
-        order = selection(len(train_all), TRAIN_SELECTION_SEED)
-        size = VAE_TRAIN_SIZES[config.dataset]
-        index = order[:size][: config.train_subset or size]
-        images = train_all.images.index_select(0, index).reshape(-1, PIXELS)
-        return images.to(torch.float64).mean(0) / 255.0
 
     def build_optimizer(
         self, config: RunConfig, model: torch.nn.Module, *, fast: bool = True
