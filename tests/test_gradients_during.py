@@ -101,3 +101,19 @@ def test_checkpoints_during_training_change_nothing_and_land_in_the_records(tmp_
     assert last["gerr_variance"] > 0 and 0 < last["gerr_rmse_m1"]
     if estimator == "disarm":
         assert last["gerr_bias_p"] > 0.001  # unbiased
+
+
+def test_the_shipped_exact_gradient_study_enumerates_and_records():
+    from pathlib import Path
+
+    from runners.gradients.names import MAX_BITS
+    from runners.grids.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "ablations" / "vae_exact.yaml")
+    configs = [c.config for c in spec.cells]
+    assert {c.task for c in configs} == {"bernoulli_vae"}
+    assert {c.gradient_error for c in configs} == {"checkpoints"}
+    assert max(c.vae_latents for c in configs) <= MAX_BITS  # the reference is exact
+    needed = {"disarm", "arm", "reinforce_loo", "bernoulli", "gumbel", "reinmax", "gumbel_rao"}
+    assert needed <= {c.estimator for c in configs}
+    assert all(applies(get_estimator(c.estimator)) for c in configs)
