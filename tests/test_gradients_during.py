@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from runners.config import RunConfig
 from runners.engine.train import train_run
 from runners.gradients import names
 from runners.gradients.during import applies, checkpoint_epochs, gradient_error_record
+from runners.grids.spec import load_spec
 from runners.store.format import TIMING_KEYS, read_jsonl, run_dir
 from runners.tasks.vae_model import BernoulliVAE
 from runners.training.metrics import strip_timing
@@ -104,16 +107,11 @@ def test_checkpoints_during_training_change_nothing_and_land_in_the_records(tmp_
 
 
 def test_the_shipped_exact_gradient_study_enumerates_and_records():
-    from pathlib import Path
-
-    from runners.gradients.names import MAX_BITS
-    from runners.grids.spec import load_spec
-
     spec = load_spec(Path(__file__).resolve().parents[1] / "ablations" / "vae_exact.yaml")
     configs = [c.config for c in spec.cells]
     assert {c.task for c in configs} == {"bernoulli_vae"}
     assert {c.gradient_error for c in configs} == {"checkpoints"}
-    assert max(c.vae_latents for c in configs) <= MAX_BITS  # the reference is exact
+    assert max(c.vae_latents for c in configs) <= names.MAX_BITS  # the reference is exact
     needed = {"disarm", "arm", "reinforce_loo", "bernoulli", "gumbel", "reinmax", "gumbel_rao"}
     assert needed <= {c.estimator for c in configs}
     assert all(applies(get_estimator(c.estimator)) for c in configs)
