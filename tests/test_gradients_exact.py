@@ -16,6 +16,9 @@ from runners.gradients.exact import (
     reference_generator,
     reference_gradient,
 )
+from runners.gradients.problems import frozen, problem_for
+from runners.training.diagnostics import image_losses
+from runners.training.model import BinaryAutoencoder
 
 
 def _enumerated_expectation(logits: torch.Tensor, f) -> torch.Tensor:
@@ -120,3 +123,21 @@ def test_the_reference_draws_from_its_own_stream():
             8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
         )
         assert not torch.equal(own, estimates)
+
+
+def test_the_article_model_as_a_problem_scores_each_code_per_image():
+    torch.manual_seed(0)
+    model = BinaryAutoencoder("bernoulli", code_channels=3)
+    images = torch.randn(2, 1, 28, 28)
+    with frozen(model):
+        problem = problem_for(model, images)
+        assert problem.logits.shape == (2, 3) and "encoder.0" in problem.layers
+        b = codes(3, 0, 8, torch.float32, torch.device("cpu"))[:, None].expand(8, 2, 3)
+        got = problem.objective(b)
+        want = torch.stack(
+            [image_losses(model.decode(code.reshape(2, 3, 1, 1)), images) for code in b]
+        )
+        torch.testing.assert_close(got, want)
+        ref = enumerate_expectation(problem.logits, problem.objective)
+        assert ref.grad.shape == (2, 3) and torch.isfinite(ref.grad).all()
+    assert model.training
