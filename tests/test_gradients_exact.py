@@ -20,6 +20,8 @@ from runners.gradients.problems import frozen, problem_for
 from runners.training.diagnostics import image_losses
 from runners.training.model import BinaryAutoencoder
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _enumerated_expectation(logits: torch.Tensor, f) -> torch.Tensor:
     """F(ℓ) = (1/B) Σ_k Σ_b Π_i σ(ℓ)^b (1 − σ(ℓ))^(1 − b) f_k(b), written out for autograd."""
@@ -64,7 +66,7 @@ def test_local_expectation_agrees_with_enumeration_within_its_error():
     f = MlpObjective(6, 3, seed=3)
     exact = enumerate_expectation(logits, f)
     ref = local_expectation_gradient(
-        logits, f, draws=3000, generator=torch.Generator().manual_seed(4), chunk_rows=500
+        logits, f, draws=3000, generator=torch.Generator().manual_seed(4), chunk_rows=4000
     )
     assert not ref.exact and ref.evaluations == 3000 * 7 * 3
     z = (ref.grad - exact.grad) / ref.stderr
