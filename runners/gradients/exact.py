@@ -184,8 +184,8 @@ def local_expectation_gradient(
             total += sample.sum(0)
             square += sample.pow(2).sum(0)
             value += base.sum(0)
-            which = torch.arange(done, done + size, device=logits.device) * groups // draws
-            group_sums.index_add_(0, which, sample)
+            for g, lo, hi in group_spans(torch.arange(done, done + size) * groups // draws):
+                group_sums[g] += sample[lo:hi].sum(0)
             done += size
     mean = total / draws
     variance = (square - draws * mean.pow(2)).clamp_min(0) / (draws - 1)
@@ -247,6 +247,16 @@ def backprop(
         name: (zero if g is None else g).double()
         for name, g, zero in zip(names, out, zeros, strict=True)
     }
+
+
+def group_spans(which: torch.Tensor) -> Iterator[tuple[int, int, int]]:
+    """(group, lo, hi) for a chunk's rows whose sorted group ids are `which`: rows lo:hi belong
+    to the group. Summing slices (no scatter) keeps the sums exact and in row order."""
+    ids, counts = torch.unique_consecutive(which, return_counts=True)
+    lo = 0
+    for group, size in zip(ids.tolist(), counts.tolist(), strict=True):
+        yield group, lo, lo + size
+        lo += size
 
 
 def _chunks(total: int, size: int) -> Iterator[int]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from runners.gradients import stats
-from runners.gradients.exact import Objective, Reference, backprop
+from runners.gradients.exact import Objective, Reference, backprop, group_spans
 from runners.gradients.sampling import Sampler
 
 LOGITS = "logits"
@@ -100,13 +100,13 @@ def measure(
     done = 0
     while done < draws:
         count = min(chunk, draws - done)
-        which = torch.arange(done, done + count) // per_group  # each estimate's group
-        done += count
         estimates = sampler.draw(problem.logits, problem.objective, count, generator)
         for name, vec in problem.vectors(estimates, batched=True).items():
             d = (vec - target[name]).cpu()
-            sums[name].index_add_(0, which, d)
-            square[name].index_add_(0, which, d.pow(2).sum(1))
+            for g, lo, hi in group_spans(torch.arange(done, done + count) // per_group):
+                sums[name][g] += d[lo:hi].sum(0)
+                square[name][g] += d[lo:hi].pow(2).sum()
+        done += count
     out = {}
     for name, vec in target.items():
         means = sums[name] / per_group
