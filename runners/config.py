@@ -37,6 +37,7 @@ PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
 DIAGNOSTICS = ("epoch", "off")
 GRADIENT_ERROR = ("off", "checkpoints")
+MAX_EXACT_CODE = 16  # widest article code that gradient_error checkpoints enumerate
 KEEP_CHECKPOINT = ("final", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Upper bounds: a value past them is a typo, not an experiment (and an unbounded seed makes a
@@ -357,6 +358,15 @@ def _check_values(
             value = out.get(name)
             if value is not None and value > size and want(name):
                 errors.append(f"{name} {value} exceeds the {size} images of {dataset}")
+    # The exact-gradient checkpoints on the article's model enumerate its code, or draw (n + 1)
+    # decodes per image: with a wide code that would take hours an epoch.
+    width = out.get("code_channels")
+    if out.get("gradient_error") == "checkpoints" and task == DEFAULT_TASK and width is not None:
+        if width > MAX_EXACT_CODE and (want("gradient_error") or want("code_channels")):
+            errors.append(
+                f"gradient_error: checkpoints needs code_channels at most {MAX_EXACT_CODE} on "
+                f"the article's autoencoder (the exact gradient enumerates the code), got {width}"
+            )
     width, batch = out.get("code_channels"), out.get("batch_size")
     if width is not None and batch is not None and (want("code_channels") or want("batch_size")):
         need = memory_estimate_bytes(width, batch)

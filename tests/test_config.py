@@ -39,11 +39,14 @@ def test_fields_match_the_architecture_contract():
 
 
 def test_gradient_error_settings_are_validated():
-    assert RunConfig(gradient_error="checkpoints").gradient_error_probe == 16
+    assert RunConfig(task="bernoulli_vae", gradient_error="checkpoints").gradient_error_probe == 16
     with pytest.raises(ConfigError, match="gradient_error must be one of"):
         RunConfig(gradient_error="epoch")
     with pytest.raises(ConfigError, match=r"gradient_error_probe must be in \[1, 10000\]"):
         RunConfig(gradient_error_probe=0)
+    with pytest.raises(ConfigError, match="needs code_channels at most 16"):
+        RunConfig(gradient_error="checkpoints")  # the article's 512-bit code
+    assert RunConfig(gradient_error="checkpoints", code_channels=16).code_channels == 16
 
 
 def test_diagnostics_settings_are_validated():
