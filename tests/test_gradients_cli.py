@@ -97,5 +97,9 @@ def test_gradcheck_exact_refuses_bad_input_in_one_line(vae_run, tmp_path, capsys
     assert "does not sample" in capsys.readouterr().err
     assert main(["gradcheck", str(vae_run), "--max-bits", "30"]) == 2
     assert "--max-bits must be at most 24" in capsys.readouterr().err
+    assert (
+        main(["gradcheck", str(vae_run), "--max-bits", "3", "--reference-draws", "10000000"]) == 2
+    )
+    assert "lower --probe or --reference-draws" in capsys.readouterr().err
     assert main(["gradcheck", str(tmp_path), "--exact"]) == 2
     assert "holds no run" in capsys.readouterr().err

@@ -30,6 +30,9 @@ from runners.store.format import atomic_write_json
 
 STOCHASTIC_TASKS = frozenset({"bernoulli_vae"})  # tasks whose latents are sampled
 SHOWN_MS = (1, 16, 256)
+# Objective evaluations the reference may cost (the 12-latent VAE at 64 probe images: 262,144;
+# the article's 512-bit code at 4 images and 1,024 draws: 2.1 million decodes of its decoder).
+MAX_REFERENCE_EVALUATIONS = 20_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +147,14 @@ def check_exact(
     started = time.perf_counter()
     with frozen(model):
         problem = problem_for(model, x)
+        count, bits = problem.logits.shape
+        cost = count * (2**bits if bits <= max_bits else reference_draws * (bits + 1))
+        if cost > MAX_REFERENCE_EVALUATIONS:
+            raise UserError(
+                f"the reference would evaluate the objective {cost:,} times ({bits} latents, "
+                f"{count} probe examples): lower --probe or --reference-draws (at most "
+                f"{MAX_REFERENCE_EVALUATIONS:,})"
+            )
         ref = reference_gradient(
             problem.logits,
             problem.objective,
