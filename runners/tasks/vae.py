@@ -8,7 +8,7 @@ Protocol (Dong, Mnih, Tucker, NeurIPS 2020; facts read from google-research
   as is. Dynamic binarisation: every time an image is used, each pixel is a fresh Bernoulli draw
   with probability intensity/255. The uniforms of step s come from a generator seeded with
   (run seed, s), so every estimator of a seed sees the same bits and a resumed run too.
-- Model (`runners.tasks.vae_model`): `vae_arch` linear or nonlinear, `latents` binary latents,
+- Model (`runners.tasks.vae_model`): `vae_arch` linear or nonlinear, `vae_latents` latents,
   learned factorised Bernoulli prior; the decoder's output bias starts at
   logit(clip(mean training pixel, 0.001, 0.999)) (the reference's `initialize_with_bias`).
 - Optimisers: Adam (lr 1e-4, betas (0.9, 0.999), ε 1e-7: Keras' defaults) on encoder and
