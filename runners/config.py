@@ -35,6 +35,8 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "mnist-min
 PRECISIONS = ("fp32", "bf16")
 PROBES = ("linear", "knn")
 DIAGNOSTICS = ("epoch", "off")
+GRADIENT_ERROR = ("off", "checkpoints")
+MAX_EXACT_CODE = 16  # widest article code that gradient_error checkpoints enumerate
 KEEP_CHECKPOINT = ("final", "none")
 # Other names for a field, where spelling is too far off for a close match to find it.
 KEY_ALIASES = {
@@ -113,6 +115,11 @@ class RunConfig:
     # never change training. diagnostics_probe: test images in the probe batch (cost ~ P).
     diagnostics: str = "epoch"
     diagnostics_probe: int = 16
+    # The run's estimator against the exact expected gradient (docs/gradients.md): "checkpoints"
+    # (ends of the epochs nearest 0, 10, 50, 100% of training; Bernoulli-sampling estimators) or
+    # "off"; never changes training. gradient_error_probe: examples in its probe batch.
+    gradient_error: str = "off"
+    gradient_error_probe: int = 16
     # "final": a completed run keeps its weights (checkpoint.pt); "none" deletes them once the
     # run is completed (28 MB a run), so it cannot be evaluated again from its weights.
     keep_checkpoint: str = "final"
@@ -331,6 +338,8 @@ def _check_values(
     check_int("num_threads", 1, MAX_THREADS_OR_STACK, optional=True)
     check_choice("diagnostics", DIAGNOSTICS)
     check_int("diagnostics_probe", 1, 10_000)
+    check_choice("gradient_error", GRADIENT_ERROR)
+    check_int("gradient_error_probe", 1, 10_000)
     check_choice("keep_checkpoint", KEEP_CHECKPOINT)
     check_choice("task", TASKS)
     check_choice("vae_arch", VAE_ARCHS)
@@ -363,6 +372,15 @@ def _check_values(
             value = out.get(name)
             if value is not None and value > size and want(name):
                 errors.append(f"{name} {value} exceeds the {size} images of {dataset}")
+    # The exact-gradient checkpoints on the article's model enumerate its code, or draw (n + 1)
+    # decodes per image: with a wide code that would take hours an epoch.
+    width = out.get("code_channels")
+    if out.get("gradient_error") == "checkpoints" and task == DEFAULT_TASK and width is not None:
+        if width > MAX_EXACT_CODE and (want("gradient_error") or want("code_channels")):
+            errors.append(
+                f"gradient_error: checkpoints needs code_channels at most {MAX_EXACT_CODE} on "
+                f"the article's autoencoder (the exact gradient enumerates the code), got {width}"
+            )
     width, batch = out.get("code_channels"), out.get("batch_size")
     if width is not None and batch is not None and (want("code_channels") or want("batch_size")):
         need = memory_estimate_bytes(width, batch)

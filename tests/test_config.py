@@ -27,13 +27,26 @@ def test_fields_match_the_architecture_contract():
         "determinism", "task", "vae_arch", "vae_latents", "vae_eval_samples", "vae_prior_lr",
         "vae_train_eval",
         "device", "data_root", "stack", "compile", "cuda_graph", "num_threads",
-        "diagnostics", "diagnostics_probe", "keep_checkpoint",
+        "diagnostics", "diagnostics_probe", "gradient_error", "gradient_error_probe",
+        "keep_checkpoint",
     )  # fmt: skip
     assert set(RunConfig(determinism="machine").identity()) == set(RunConfig.IDENTITY_FIELDS)
     assert set(RunConfig().identity()) == {*RunConfig.IDENTITY_FIELDS, "determinism"}
     execution = {"device", "data_root", "stack", "compile", "cuda_graph", "num_threads"}
     execution |= {"diagnostics", "diagnostics_probe", "keep_checkpoint"}
+    execution |= {"gradient_error", "gradient_error_probe"}
     assert not execution & set(RunConfig.IDENTITY_FIELDS)
+
+
+def test_gradient_error_settings_are_validated():
+    assert RunConfig(task="bernoulli_vae", gradient_error="checkpoints").gradient_error_probe == 16
+    with pytest.raises(ConfigError, match="gradient_error must be one of"):
+        RunConfig(gradient_error="epoch")
+    with pytest.raises(ConfigError, match=r"gradient_error_probe must be in \[1, 10000\]"):
+        RunConfig(gradient_error_probe=0)
+    with pytest.raises(ConfigError, match="needs code_channels at most 16"):
+        RunConfig(gradient_error="checkpoints")  # the article's 512-bit code
+    assert RunConfig(gradient_error="checkpoints", code_channels=16).code_channels == 16
 
 
 def test_diagnostics_settings_are_validated():

@@ -36,10 +36,10 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from analysis.render import plots, plots_diagnostics, plots_runs, style, tables
+from analysis.render import plots, plots_diagnostics, plots_gradients, plots_runs, style, tables
 from analysis.sources.snapshot import read_snapshot
 from analysis.sources.table import StoreError, StudyData
-from analysis.stats.metrics import DIAGNOSTIC_METRICS
+from analysis.stats.metrics import DIAGNOSTIC_METRICS, GRADIENT_ERROR_METRICS
 from analysis.study import StudyConfig, StudyResult, condition_labels, run_study
 from runners.store.format import atomic_write_text
 
@@ -123,23 +123,44 @@ def _surrogates(result: StudyResult, data: StudyData, sty: style.Style, **opts: 
     return plots_runs.surrogates(specs, sty=sty, **opts)
 
 
-def _gradient_fidelity(
-    result: StudyResult, data: StudyData, sty: style.Style, **opts: Any
-) -> Figure:
-    table = data.table[
-        data.table["metric"].isin(DIAGNOSTIC_METRICS) & (data.table["status"] == "completed")
-    ]
-    if table.empty or not table["value"].notna().any():
-        raise FigureUnavailable("no gradient diagnostics in the epoch records")
-    table = table.assign(condition=condition_labels(table, result.group_by))
-    curves = {
-        metric: part[["condition", "seed", "epoch", "value"]]
-        for metric in DIAGNOSTIC_METRICS
-        if not (part := table[table["metric"] == metric]).empty and part["value"].notna().any()
-    }
-    opts.setdefault("seed", result.config.seed)
-    opts.pop("size", None)  # sized by its panels
-    return plots_diagnostics.gradient_fidelity(curves, sty=sty, **opts)
+def _record_curves(
+    metrics: tuple[str, ...], what: str, logy: tuple[str, ...] = ()
+) -> Callable[..., Figure]:
+    """A figure kind: the epoch-record keys `metrics` per epoch, mean over seeds with a band."""
+
+    def draw(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
+        table = data.table[
+            data.table["metric"].isin(metrics) & (data.table["status"] == "completed")
+        ]
+        if table.empty or not table["value"].notna().any():
+            raise FigureUnavailable(f"no {what} in the epoch records")
+        table = table.assign(condition=condition_labels(table, result.group_by))
+        curves = {
+            metric: part[["condition", "seed", "epoch", "value"]].dropna(subset=["value"])
+            for metric in metrics
+            if not (part := table[table["metric"] == metric]).empty and part["value"].notna().any()
+        }
+        opts.setdefault("seed", result.config.seed)
+        opts.setdefault("logy", logy)
+        opts.pop("size", None)  # sized by its panels
+        return plots_diagnostics.gradient_fidelity(curves, sty=sty, **opts)
+
+    return draw
+
+
+def _gradcheck_exact(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
+    docs = data.gradcheck_exact
+    if not docs:
+        raise FigureUnavailable(
+            "no `ste-ablate gradcheck --exact` results (run it on a run folder)"
+        )
+    run_id = opts.pop("run_id", None)
+    chosen = [d for d in docs if run_id is None or d.get("run_id") == run_id]
+    if not chosen:
+        raise FigureUnavailable(f"no gradcheck --exact results of run {run_id}")
+    doc = min(chosen, key=lambda d: (d.get("seed", 0), str(d.get("run_id"))))
+    opts.pop("size", None)
+    return plots_gradients.gradient_error(doc, sty=sty, **opts)
 
 
 def _gradcheck(result: StudyResult, data: StudyData, sty: style.Style, **opts: Any) -> Figure:
@@ -173,8 +194,14 @@ FIGURE_KINDS: dict[str, Callable[..., Figure]] = {
     "reconstructions": _reconstructions,
     "bit_rates": _bit_rates,
     "surrogates": _surrogates,
-    "gradient_fidelity": _gradient_fidelity,
+    "gradient_fidelity": _record_curves(DIAGNOSTIC_METRICS, "gradient diagnostics"),
     "gradcheck": _gradcheck,
+    "gradient_error": _record_curves(
+        GRADIENT_ERROR_METRICS,
+        "exact-gradient checkpoints (gradient_error: checkpoints)",
+        logy=tuple(m for m in GRADIENT_ERROR_METRICS if "_rmse_" in m or m == "gerr_variance"),
+    ),
+    "gradcheck_exact": _gradcheck_exact,
 }
 TABLE_KINDS = ("latex_table", "summary_csv", "pairwise_csv")
 

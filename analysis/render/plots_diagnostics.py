@@ -7,7 +7,7 @@ Same conventions as `analysis.render.plots` (returns the Figure, never shows it)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ def gradient_fidelity(
     seed: int = 0,
     n_resamples: int = 2000,
     title: str | None = None,
+    logy: Collection[str] = (),
 ) -> Figure:
     """One panel per diagnostic: its mean per epoch and condition, with a bootstrap band of the
     mean across seeds.
@@ -40,6 +41,7 @@ def gradient_fidelity(
         sty: order and colours of the conditions.
         seed, n_resamples: the bootstrap of the bands.
         title: the figure's title.
+        logy: metrics drawn on a log scale.
     """
     metrics = list(curves)
     labels = list(dict.fromkeys(c for f in curves.values() for c in f["condition"]))
@@ -48,7 +50,13 @@ def gradient_fidelity(
         fig, axes, _ = _panels(len(metrics), style.SIZES["double"][0], 2.0)
         for ax, metric in zip(axes, metrics, strict=True):
             plots.learning_curves(
-                curves[metric], metric=metric, sty=sty, ax=ax, seed=seed, n_resamples=n_resamples
+                curves[metric],
+                metric=metric,
+                sty=sty,
+                ax=ax,
+                seed=seed,
+                n_resamples=n_resamples,
+                logy=metric in logy,
             )
             if ax.get_legend() is not None:
                 ax.get_legend().remove()

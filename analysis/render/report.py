@@ -37,10 +37,14 @@ DEFAULT_FIGURES: tuple[str, ...] = (
     "surrogates",
     "gradient_fidelity",
     "gradcheck",
+    "gradient_error",
+    "gradcheck_exact",
 )
 # Drawn only when the data has them (runs with diagnostics, `ste-ablate gradcheck` results);
 # otherwise left out of the report without a note.
-OPTIONAL_FIGURES = frozenset({"gradient_fidelity", "gradcheck"})
+OPTIONAL_FIGURES = frozenset(
+    {"gradient_fidelity", "gradcheck", "gradient_error", "gradcheck_exact"}
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;
@@ -88,6 +92,14 @@ def figure_captions(result: StudyResult) -> dict[str, str]:
         f"flipping each code bit; mean over seeds with a {conf} bootstrap band.",
         "gradcheck": "Every estimator's gradient on one trained model's weights and the same "
         "probe batch (ste-ablate gradcheck): the differences are the estimators' alone.",
+        "gradient_error": "Each run's own estimator against the exact gradient of the expected "
+        "objective at a few checkpoints of training (docs/gradients.md): bias, variance, "
+        "relative RMSE and cosine of the mean of M estimates, for the whole encoder; mean over "
+        f"seeds with a {conf} bootstrap band.",
+        "gradcheck_exact": "Relative RMSE of the mean of M estimates against the exact gradient, "
+        "on one trained model (ste-ablate gradcheck --exact), against M and against the "
+        "objective evaluations it costs; bands: 95% bootstrap intervals; dotted: the bias of "
+        "each biased estimator.",
     }
 
 

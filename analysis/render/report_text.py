@@ -116,6 +116,8 @@ def figure_titles(result: StudyResult) -> dict[str, str]:
         "surrogates": "Surrogate derivatives of the estimators",
         "gradient_fidelity": "Gradient diagnostics per epoch (mean over seeds)",
         "gradcheck": "Every estimator's gradient on one trained model",
+        "gradient_error": "Against the exact gradient during training (mean over seeds)",
+        "gradcheck_exact": "Against the exact gradient on one trained model",
     }
 
 

@@ -57,3 +57,16 @@ def read_gradchecks(run_dirs: Mapping[str, Path]) -> pd.DataFrame | None:
         if problem is None and isinstance(doc, dict):
             docs.append(doc)
     return gradcheck_table(docs) if docs else None
+
+
+def read_gradcheck_exacts(run_dirs: Mapping[str, Path]) -> list[dict[str, Any]] | None:
+    """The gradcheck_exact.json documents of these run folders (None when none parses)."""
+    docs = []
+    for folder in run_dirs.values():
+        path = Path(folder) / store_format.GRADCHECK_EXACT
+        if not path.is_file():
+            continue
+        doc, problem = store_format.read_json_checked(path)
+        if problem is None and isinstance(doc, dict) and isinstance(doc.get("estimators"), list):
+            docs.append(doc)
+    return docs or None

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.sources.gradcheck import read_gradchecks
+from analysis.sources.gradcheck import read_gradcheck_exacts, read_gradchecks
 from analysis.sources.table import (
     STATUSES,
     CellRecord,
@@ -130,6 +130,7 @@ def scan_store(
         run_dirs=run_dirs,
         source=f"store {store}",
         gradcheck=read_gradchecks(run_dirs),
+        gradcheck_exact=read_gradcheck_exacts(run_dirs),
     )
 
 

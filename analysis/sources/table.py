@@ -88,6 +88,8 @@ class StudyData:
         run_dirs: run_id -> folder in the store (None when read from a snapshot or W&B).
         source: a short description of where the data came from.
         gradcheck: `ste-ablate gradcheck` results (`analysis.sources.gradcheck`) or None.
+        gradcheck_exact: `ste-ablate gradcheck --exact` documents (gradcheck_exact.json of the
+            runs, as written) or None.
     """
 
     table: pd.DataFrame
@@ -97,6 +99,7 @@ class StudyData:
     run_dirs: dict[str, Path] = field(default_factory=dict)
     source: str = ""
     gradcheck: pd.DataFrame | None = None
+    gradcheck_exact: list[dict[str, Any]] | None = None
 
 
 def normalize_cells(cells: Any) -> list[dict[str, Any]] | None:

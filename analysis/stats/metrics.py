@@ -45,6 +45,18 @@ DIAGNOSTIC_METRICS: tuple[str, ...] = (
     "diag_rel_to_identity",
     "diag_grad_snr",
 )
+# The run's estimator against the exact expected gradient at a few checkpoints (`gerr_*`:
+# runners.gradients.names; docs/gradients.md), in the figure's order.
+GRADIENT_ERROR_METRICS: tuple[str, ...] = (
+    "gerr_bias",
+    "gerr_variance",
+    "gerr_rmse_m1",
+    "gerr_rmse_m16",
+    "gerr_rmse_e16",
+    "gerr_cosine_m1",
+    "gerr_cosine_m16",
+    "gerr_bias_p",
+)
 # Scalars that only summary.json carries (attached to the run's last epoch).
 SUMMARY_METRICS: tuple[str, ...] = ("wall_time_s",)
 # How fast a run went, not what it learnt: left out when comparing results (the store's list).
@@ -66,6 +78,12 @@ _LOWER = {
 _HIGHER = {"test_psnr", "probe_accuracy", "bit_entropy", "unique_codes", "images_per_s"}
 # Fidelity to the exact flip effects: higher is more faithful (rel_to_identity has no direction).
 _HIGHER |= {m for m in DIAGNOSTIC_METRICS if m != "diag_rel_to_identity"}
+# Distance to the exact gradient: lower is better, the cosine higher (a p-value has no direction).
+_LOWER |= {
+    m for m in GRADIENT_ERROR_METRICS if "_rmse_" in m or m in ("gerr_bias", "gerr_variance")
+}
+_LOWER |= {"gerr_time_s"}
+_HIGHER |= {m for m in GRADIENT_ERROR_METRICS if "_cosine_" in m}
 
 LABELS: dict[str, str] = {
     "images_seen": "images trained on",
@@ -96,6 +114,15 @@ LABELS: dict[str, str] = {
     "test_iwae_bound": "test bound, K-sample IWAE (nats)",
     "grad_var": "encoder gradient variance",
     "evaluations": "objective evaluations / step",
+    "gerr_bias": "bias ‖E ĝ − ∇‖/‖∇‖",
+    "gerr_variance": "variance tr Cov ĝ / ‖∇‖²",
+    "gerr_rmse_m1": "rel. RMSE, 1 estimate",
+    "gerr_rmse_m16": "rel. RMSE, mean of 16",
+    "gerr_rmse_e16": "rel. RMSE at 16 evaluations",
+    "gerr_cosine_m1": "cosine with ∇, 1 estimate",
+    "gerr_cosine_m16": "cosine with ∇, mean of 16",
+    "gerr_bias_p": "p-value of zero bias",
+    "gerr_time_s": "exact-gradient check time (s)",
 }
 
 

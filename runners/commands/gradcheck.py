@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runners.commands import gradcheck_exact
 from runners.commands.grid_table import at_least_one
 from runners.config import RunConfig
 from runners.errors import UserError
@@ -30,11 +31,20 @@ examples:
   ste-ablate gradcheck ste-store/runs/hardtanh-s0-1a2b3c4d5e
   ste-ablate gradcheck RUN_DIR --estimators identity,hardtanh,'sigmoid(beta=4)' --probe 32
   ste-ablate gradcheck RUN_DIR --json > gradcheck.json
+  ste-ablate gradcheck VAE_RUN_DIR --estimators disarm,bernoulli,gumbel --estimates 512
+  ste-ablate gradcheck RUN_DIR --exact --estimators bernoulli,reinmax   # article model, code as
+                                                                        # Bernoulli(σ(x)) latents
 
 Columns: flip_corr (Spearman of exact and first-order flip effects: the model's, the same for
 every estimator), agree (|D|-weighted descent agreement), cover (|D|-weighted share of non-zero
 gradients), cos τ (cosine with the smoothed-loss gradient R_τ), rel_id (distance to the identity
 STE's gradient), snr (stochastic estimators: gradient signal-to-noise over the noise draws).
+
+Runs with stochastic latents (task bernoulli_vae), or --exact: each estimator that samples
+Bernoulli(σ(logits)) against the exact gradient of the expected objective (docs/gradients.md):
+bias (relative norm, 95% bootstrap interval, p-value of zero bias), variance (trace, relative),
+relative RMSE and cosine of the mean of M estimates; written to RUN_DIR/gradcheck_exact.json
+(or --out) with a figure beside it.
 """
 _COLUMNS = (
     ("descent_agreement", "agree"),
@@ -81,6 +91,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/")
     parser.add_argument("--out", metavar="FILE", help="JSON file (default RUN_DIR/gradcheck.json)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    gradcheck_exact.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -89,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from ste_variants import describe, list_estimators  # torch: see the note on imports
 
     folder = Path(args.run_dir)
+    if gradcheck_exact.wanted(args, folder):
+        return gradcheck_exact.run(args)
     # Every threshold estimator: the unbiased family has no backward through a threshold.
     every = [name for name in list_estimators() if describe(name)["family"] == "threshold"]
     specs = _split_specs(args.estimators) if args.estimators else every

@@ -99,6 +99,19 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
         "gradient diagnostics at each epoch's end: epoch (default) or off (docs/diagnostics.md)",
     ),
     ("--diagnostics-probe", "diagnostics_probe", "int", "test images the diagnostics probe (16)"),
+    (
+        "--gradient-error",
+        "gradient_error",
+        "str",
+        "off (default) or checkpoints: the estimator against the exact gradient near 0, 10, 50 "
+        "and 100%% of training (docs/gradients.md)",
+    ),
+    (
+        "--gradient-error-probe",
+        "gradient_error_probe",
+        "int",
+        "examples in that measurement's probe batch (16)",
+    ),
 )
 
 

@@ -18,6 +18,7 @@ import torch
 
 from runners.config import RunConfig
 from runners.engine.progress import RunProgress
+from runners.gradients.during import epoch_gradient_error
 from runners.store import format as st
 from runners.store.checkpoint import load_checkpoint, save_checkpoint
 from runners.store.format import atomic_write_json, atomic_write_jsonl
@@ -202,6 +203,7 @@ class Run:
         if diagnostics:
             record.update(diagnostics)
             record["diag_time_s"] = time.perf_counter() - began
+        record.update(epoch_gradient_error(model, self.data.test.images, epoch, config))
         model.train()
         return record
 
