@@ -49,6 +49,6 @@ def test_the_recording_covers_every_layer_in_training_and_evaluation():
     ops = GOLDEN["threads"]["1"]
     layers = {name.split(" ")[0] for name in ops if name.startswith("train/") and ".fwd" in name}
     assert {"train/encoder.0", "train/binarize", "train/decoder.9"} <= layers
-    for prefix in ("adam/", "eval64/", "eval1000/", "probe/", "random/"):
+    for prefix in ("adam/", "eval64/", "eval1000/", "probe/", "random/", "vae/disarm/"):
         assert any(name.startswith(prefix) for name in ops), prefix
     assert GOLDEN["threads"]["1"].keys() == GOLDEN["threads"]["2"].keys()

@@ -4,8 +4,10 @@ Every layer of the article's model as training builds it (the point layers as pr
 convolutions through oneDNN), in training mode with its gradients (batch 64) and in evaluation
 mode (batches 64 and 1000, as `runners.training.evaluate` runs them); fused Adam's step; the
 estimators' noise and the data order (torch's CPU generator); the loss and metric reductions;
-the digit probe's float64 products and solve. Inputs are drawn from numpy's PCG64 (the same bits
-on every platform) and the weights from torch's seeded generator.
+the digit probe's float64 products and solve; and the Bernoulli VAE task's step (nonlinear
+model, every estimator family: its layers, objective, gradients, Adam, the prior's SGD) and its
+100-sample bound. Inputs are drawn from numpy's PCG64 (the same bits on every platform) and the
+weights from torch's seeded generator.
 
 An op whose hash equals the committed one (`kernels.json`) computes the same arithmetic as on the
 machine that recorded it. Because each layer's input is the previous layer's output, the first
@@ -136,7 +138,46 @@ def fingerprint(threads: int) -> dict[str, str]:
     put("random/logistic", torch.log(logistic) - torch.log1p(-logistic))
     put("random/init", next(build_model(config.replace(seed=3), torch.device("cpu")).parameters()))
     put("pointwise/sigmoid", torch.sigmoid(torch.from_numpy(rng.standard_normal(4096) * 4)).float())
+    _vae_fingerprint(rng, put)
     return out
+
+
+def _vae_fingerprint(rng: Any, put: Any) -> None:
+    """The Bernoulli VAE task's step and bound, as `runners.tasks.vae` runs them."""
+    import torch
+
+    from runners.config import RunConfig
+    from runners.tasks.lookup import get_task
+
+    task = get_task("bernoulli_vae")
+    images = torch.from_numpy(rng.integers(0, 256, (50, 1, 28, 28)).astype("uint8"))
+    for estimator in ("disarm", "reinforce_loo", "gumbel", "reinmax"):
+        config = RunConfig(
+            task="bernoulli_vae", dataset="mnist-mini", vae_arch="nonlinear", device="cpu",
+            estimator=estimator, seed=0,
+        )  # fmt: skip
+        device = torch.device("cpu")
+
+        class State:  # what the task's step reads of a run's state
+            pass
+
+        state = State()
+        state.config, state.step = config, 0
+        state.model = task.build_model(config, device)
+        state.model.binarize.generator = torch.Generator().manual_seed(5)
+        state.optimizer = task.build_optimizer(config, state.model)
+        state.extra = task.init_extra(state.model)
+        x = task.batch(state, images.reshape(50, 1, 28, 28), torch.arange(50))
+        put(f"vae/{estimator}/binarized", x)
+        x = x.reshape(50, -1).float() if x.dim() > 2 else x
+        put(f"vae/{estimator}/logits", state.model.logits(x))
+        loss, _ = task.step(state)(x)
+        put(f"vae/{estimator}/loss", loss)
+        for name, parameter in state.model.named_parameters():
+            put(f"vae/{estimator}/step/{name}", parameter)
+        put(f"vae/{estimator}/grad_var_ema", state.extra["grad_sq"])
+        bound = state.model.iwae_bound(x, 100, torch.Generator().manual_seed(6))
+        put(f"vae/{estimator}/iwae_bound_100", bound)
 
 
 def machine() -> dict[str, Any]:

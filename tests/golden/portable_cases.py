@@ -28,6 +28,18 @@ SINGLE = {
     "hardtanh_2t": ["--estimator", "hardtanh", "--seed", "0", "--num-threads", "2"],
     "bernoulli_stochastic": ["--estimator", "bernoulli", "--seed", "1", "--num-threads", "1"],
     "ede_annealed": ["--estimator", "ede", "--seed", "2", "--num-threads", "1"],
+    "vae_disarm": [
+        "--task",
+        "bernoulli_vae",
+        "--vae-arch",
+        "nonlinear",
+        "--estimator",
+        "disarm",
+        "--seed",
+        "3",
+        "--num-threads",
+        "1",
+    ],
 }
 SPEC = """\
 name: golden-portable-stack
