@@ -2,8 +2,9 @@
 
 The kernels are chosen when torch loads, so each measurement is its own fresh process: it pins
 (or not) through `runners.determinism.pin`, then times N training steps of `OursLoop`
-(runners/bench/ours.py: the model and step as `ste-ablate train` builds them, fast path included)
-after a warm-up, on the same batches. The order of the two modes alternates from round to round,
+(runners/bench/ours.py: the run as `ste-ablate train` builds it, fast path included, trained
+through the engine's batch loop with its per-step bookkeeping) after a warm-up, on the same
+batches. The order of the two modes alternates from round to round,
 so machine load hits both alike.
 
     python benchmarks/determinism_cost.py [--steps 200] [--rounds 3] [--threads 1] [--json]

@@ -16,13 +16,15 @@ from typing import Any
 
 import torch
 
+from runners.bench.ours import OursLoop
 from runners.config import RunConfig
+from runners.engine.loop import step_mode
 from runners.engine.train import train_run, train_runs
-from runners.speed.stacking import auto_stack, default_mode, stack_steps
+from runners.speed.stacking import auto_stack
+from runners.tasks.lookup import get_task
 from runners.training.data import batch_bounds
 from runners.training.evaluate import evaluate
 from runners.training.metrics import code_stats
-from runners.training.state import RunState
 
 GRID_ESTIMATORS = ("hardtanh", "identity", "saturated", "sigmoid")  # the four required names
 MEASURED_STEPS = 5
@@ -57,7 +59,7 @@ def run_grid(
     configs = grid_configs(config, cells, epochs, k)
     n_train = len(data.train)
     steps_per_epoch = len(batch_bounds(n_train, config.batch_size))
-    mode = default_mode(device)
+    mode = step_mode(None, device, k > 1, get_task(config.task))  # as train_runs steps them
     out: dict[str, Any] = {"cells": cells, "epochs": epochs, "stack": k, "mode": mode}
     article = loops.get("article")
     if article is not None:
@@ -87,26 +89,17 @@ def run_grid(
 def _measure(
     configs: list[RunConfig], data: Any, device: torch.device, mode: str
 ) -> tuple[float, float]:
-    """(seconds per stacked step, seconds per evaluation of one member)."""
-    members = [RunState(c, device) for c in configs]
-    stack = stack_steps(members, mode, data.train.images)
-    stack.train()
-    order = torch.stack([m.epoch_order(len(data.train)) for m in members]).to(device)
-    bounds = batch_bounds(len(data.train), configs[0].batch_size)
-    times = []
-    for step in range(MEASURED_STEPS + 2):  # two warm-up steps
-        begin, end = bounds[step % len(bounds)]
-        started = time.perf_counter()
-        losses, _ = stack.step(order[:, begin:end])
-        torch.stack(list(losses)).tolist()  # the device sync a flush does
-        times.append(time.perf_counter() - started)
-    stack.unload()
-    model = members[0].model.eval()
+    """(seconds per stacked step, seconds per evaluation of one member): the stack's steps
+    through the engine's batch loop (`OursLoop`), read back after each."""
+    loop = OursLoop(configs, data, device, mode=mode)
+    loop.steps(2)  # warm-up
+    times = [loop.steps(1) for _ in range(MEASURED_STEPS)]
+    model = loop.unload()[0].eval()
     started = time.perf_counter()
     result = evaluate(model, data.test.images, configs[0].precision)
     code_stats(result.codes, None)
     eval_s = time.perf_counter() - started
-    return sorted(times[2:])[len(times[2:]) // 2], eval_s
+    return sorted(times)[len(times) // 2], eval_s
 
 
 def _real_grid(configs: list[RunConfig], k: int) -> float:

@@ -10,9 +10,10 @@ round after round in one process on the same data:
   decoder), the estimator's own encoder call and two ELBO calls (each through encoder and
   decoder), the encoder's gradient through `autograd.grad(logits, ..., grad_outputs)`, three
   optimisers (Adam, Adam, SGD) and per-parameter moment averages for the gradient variance.
-- "ours": `runners.engine.train.train_runs` on K cells (a stack; K = 1 is a single run) in a
-  temporary store, timed by the engine itself (each epoch's training time, evaluation and
-  checkpoints excluded, as `images_per_s` in metrics.jsonl).
+- "ours": the engine's batch loop (`runners.bench.ours.OursLoop` over
+  `runners.engine.loop.BatchLoop`, the loop `train_run` runs) on one run, and on a stack of K
+  runs as `train_runs` steps them; the same chunks of steps, with the engine's per-step
+  bookkeeping (step records, read-back, divergence check), no evaluation or store writes.
 
 Steps/s counts every run's steps: a stack of K runs does K steps per step of the loop.
 """
@@ -20,18 +21,15 @@ Steps/s counts every run's steps: a stack of K runs does K steps per step of the
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.config_tasks import VAE_TRAIN_SIZES
-from runners.engine.train import train_runs
-from runners.store import format as st
 from runners.tasks.vae_model import BernoulliVAE, bernoulli_log_prob
 from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, selection
 from runners.training.session import resolve_device
@@ -128,29 +126,6 @@ class ReferenceLoop:
         return time.perf_counter() - start
 
 
-def _ours(dataset: str, steps: int, stack: int, seed: int, device: str, store: Path) -> float:
-    """Steps/s of a stack of `stack` DisARM runs (K steps per engine step), as the engine
-    times its epoch (training only)."""
-    configs = [
-        RunConfig(
-            task="bernoulli_vae",
-            estimator="disarm",
-            seed=seed + k,
-            dataset=dataset,
-            train_subset=steps * 50,
-            test_subset=10,
-            epochs=1,
-            vae_eval_samples=1,
-            vae_train_eval=10,
-            device=device,
-        )
-        for k in range(stack)
-    ]
-    train_runs(configs, store, progress=False, raise_errors=True)
-    record = st.read_jsonl(st.run_dir(store, configs[0].run_id) / st.METRICS)[-1]
-    return stack * record["images_per_s"] / 50
-
-
 def run_vae_bench(
     *,
     device: str = "auto",
@@ -161,7 +136,8 @@ def run_vae_bench(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Alternate the reference loop and ours (single run, and a stack of `stack`) `rounds`
-    times for `steps` steps each; steps/s per loop (median over rounds) and ratios."""
+    times for `steps` steps each, after 5 warm-up steps; steps/s per loop (median over rounds;
+    a stack counts every run's steps) and ratios."""
     resolved = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -173,18 +149,25 @@ def run_vae_bench(
     train, _ = load_arrays(dataset, data_root, download=False)
     index = selection(len(train), TRAIN_SELECTION_SEED)[: VAE_TRAIN_SIZES[dataset]]
     images = train.images.index_select(0, index)
-    steps = min(steps, len(index) // 50)
     reference = ReferenceLoop(images, resolved)
-    reference.steps(5)  # warm-up
-    rows: dict[str, list[float]] = {"reference loop": [], "ours (1 run)": []}
-    rows[f"ours (stack of {stack})"] = []
-    with tempfile.TemporaryDirectory(prefix="ste-bench-vae-") as tmp:
-        for number in range(rounds):
-            rows["reference loop"].append(steps / reference.steps(steps))
-            store = Path(tmp) / f"round{number}"
-            rows["ours (1 run)"].append(_ours(dataset, steps, 1, 100 * number, device, store))
-            stacked = _ours(dataset, steps, stack, 100 * number + 10, device, store)
-            rows[f"ours (stack of {stack})"].append(stacked)
+    config = RunConfig(
+        task="bernoulli_vae",
+        estimator="disarm",
+        dataset=dataset,
+        device=str(resolved),
+        data_root=data_root if dataset == "mnist" else None,
+    )
+    single = OursLoop(config, None, resolved)
+    members = [config.replace(seed=k) for k in range(stack)]
+    stacked = OursLoop(members, single.data, resolved)
+    loops = {"reference loop": (reference, 1), "ours (1 run)": (single, 1)}
+    loops[f"ours (stack of {stack})"] = (stacked, stack)
+    for loop, _ in loops.values():
+        loop.steps(5)  # warm-up
+    rows: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, (loop, runs) in loops.items():
+            rows[name].append(runs * steps / loop.steps(steps))
     base = statistics.median(rows["reference loop"])
     return {
         "task": "bernoulli_vae",
@@ -219,5 +202,5 @@ def format_vae_report(result: dict[str, Any]) -> str:
         lines.append(
             f"{name:<22} {row['steps_per_s']:>9.1f} {spread:>15} {row['vs_reference']:>12.2f}x"
         )
-    lines.append("(a stack of K runs counts K steps per engine step; ours is timed by the engine)")
+    lines.append("(a stack of K runs counts K steps per step of the loop)")
     return "\n".join(lines)

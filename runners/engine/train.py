@@ -34,8 +34,9 @@ from runners.config import RunConfig
 from runners.determinism import check_active
 from runners.engine.bookkeeping import Run
 from runners.engine.claims import CellBusyError, claim_cells, final_summary
+from runners.engine.loop import BatchLoop, step_mode
 from runners.engine.progress import stack_bar
-from runners.speed.stacking import check_mode, check_stackable, default_mode, stack_steps
+from runners.speed.stacking import check_mode, check_stackable
 from runners.store import format as st
 from runners.tasks.lookup import get_task
 from runners.tracking.tracker import Tracker
@@ -136,7 +137,7 @@ def train_runs(
             StopOnSignal() as stop,
         ):
             runs = [Run(configs[n], folders[n], device, data, trackers[n], progress) for n in held]
-            mode = (mode or default_mode(device)) if stacked and task.groupable else "looped"
+            mode = step_mode(mode, device, stacked, task)
             engine = Engine(runs, stop, mode, stacked=stacked, progress=progress)
             for n, summary in zip(held, engine.train(raise_errors), strict=True):
                 summaries[n] = summary
@@ -232,57 +233,37 @@ class Engine:
     def _train(self, runs: list[Run]) -> None:
         """The epoch loop: train runs that stand at the same position to the end (or a stop)."""
         first = runs[0]
-        device, config, bounds = first.device, first.config, first.bounds
+        device, config = first.device, first.config
         if device.type == "cpu":
             torch.set_num_threads(first.state.train_threads)  # torch_settings restores it
-        images = first.data.train.images
-        steps = stack_steps([run.state for run in runs], self.mode, images, first.task)
+        loop = BatchLoop(runs, self.mode, stop=self.stop, bar=self.bar)
         if not self.stacked:
             data = first.data
             first.progress.start(first.state.step, len(data.train), len(data.test), device)
-        while runs and runs[0].state.epoch < config.epochs:
-            epoch = runs[0].state.epoch + 1
-            steps.train()
-            orders = torch.stack([run.state.epoch_order(len(images)) for run in runs]).to(device)
-            earlier = {id(run): run.state.epoch_train_time for run in runs}  # earlier sessions
+        while loop.runs and loop.runs[0].state.epoch < config.epochs:
+            epoch = loop.start_epoch()
+            earlier = {id(run): run.state.epoch_train_time for run in loop.runs}  # earlier sessions
             started = time.perf_counter()
-            last = len(bounds) - 1
-            for number in range(runs[0].state.step_in_epoch, len(bounds)):
-                begin, end = bounds[number]
-                for run in runs:
-                    run.state.model.binarize.set_progress(run.state.step / run.total_steps)
-                losses, norms = steps.step(orders[:, begin:end])
-                for run, loss, norm in zip(runs, losses, norms, strict=True):
-                    run.add_step(epoch, number, loss, norm)
-                if self.bar is not None:
-                    self.bar.update(1)
-                # The one sync with the device: every sync_every steps, at an epoch's end, on a stop.
-                if len(runs[0].pending) >= runs[0].sync_every or number == last or self.stop:
-                    diverged = [run for run in runs if not run.flush()]
-                    if diverged:
-                        orders = orders[[n for n, run in enumerate(runs) if run not in diverged]]
-                        steps.drop([run.state for run in diverged])
-                        runs = [run for run in runs if run not in diverged]
-                        if not runs:
-                            return
-                if self.stop:
-                    steps.unload()
-                    trained = elapsed(device, started)
-                    for run in runs:
-                        run.interrupt(trained, self.stop.message)
-                    return
+            loop.run(epoch)
+            if not loop.runs:  # all diverged
+                return
+            if loop.stopped:
+                loop.steps.unload()
+                trained = elapsed(device, started)
+                for run in loop.runs:
+                    run.interrupt(trained, self.stop.message)
+                return
             trained = elapsed(device, started)
-            steps.unload()
-            for run in list(runs):
+            loop.steps.unload()
+            for run in list(loop.runs):
                 run.state.epoch_train_time += trained
                 if not run.close_epoch(epoch, started - earlier[id(run)]):
-                    steps.drop([run.state])
-                    runs.remove(run)
-            if self.stop and runs and epoch < config.epochs:
-                for run in runs:
+                    loop.drop([run])
+            if self.stop and loop.runs and epoch < config.epochs:
+                for run in loop.runs:
                     run.outcome = ("interrupted", self.stop.message)
                 return
-        for run in runs:
+        for run in loop.runs:
             run.outcome = ("completed", None)
 
 

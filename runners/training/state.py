@@ -28,18 +28,22 @@ class RunState:
     `RunState(config, device, task)` is the fresh state (weights from the "init" stream);
     `RunState.from_checkpoint(...)` the state a checkpoint saved (`to_checkpoint`). `task` (a
     `runners.tasks.base.Task`) builds the model and optimiser; None: the article's recipe.
+    `fast=False`: the plain modules and torch's default optimiser (the benchmark's reference row;
+    `runners.training.recipe.build_model`).
     `extra` holds the task's own state (e.g. running moments of a gradient), checkpointed.
     """
 
-    def __init__(self, config: RunConfig, device: torch.device, task: Any = None) -> None:
+    def __init__(
+        self, config: RunConfig, device: torch.device, task: Any = None, *, fast: bool = True
+    ) -> None:
         self.config, self.device, self.task = config, device, task
         if task is None:
-            self.model = build_model(config, device)
-            self.optimizer = build_optimizer(config, self.model)
+            self.model = build_model(config, device, fast=fast)
+            self.optimizer = build_optimizer(config, self.model, fast=fast)
             self.extra: dict[str, Any] = {}
         else:
-            self.model = task.build_model(config, device)
-            self.optimizer = task.build_optimizer(config, self.model)
+            self.model = task.build_model(config, device, fast=fast)
+            self.optimizer = task.build_optimizer(config, self.model, fast=fast)
             self.extra = task.init_extra(self.model)
         self.data_gen = torch.Generator().manual_seed(derive_seed(config.seed, "data"))
         # A CPU generator, like the data order's: ste_variants draws the noise on the generator's
