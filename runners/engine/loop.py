@@ -92,12 +92,14 @@ class BatchLoop:
                 run.add_step(epoch, number, loss, norm)
             if self.bar is not None:
                 self.bar.update(1)
-            stopping = bool(self.stop)
             # The one sync with the device: every sync_every steps, at an epoch's end, on a stop.
-            if len(self.runs[0].pending) >= self.runs[0].sync_every or number == last or stopping:
+            if len(self.runs[0].pending) >= self.runs[0].sync_every or number == last or self.stop:
                 if not self.flush():
                     return
-            if stopping:
+            # Read again: a signal may arrive during the read-back. Steps not yet read back
+            # (the flag came after the check above) are read back before the stop.
+            if self.stop:
+                self.flush()
                 self.stopped = True
                 return
 
