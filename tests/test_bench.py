@@ -18,6 +18,9 @@ from runners.bench.ours import OursLoop
 from runners.bench.report import format_report
 from runners.cli import main
 from runners.config import RunConfig
+from runners.engine.train import train_runs
+from runners.store import format as st
+from runners.store.format import read_jsonl
 from runners.training.data import normalize, prepare_data
 from runners.training.model import ARTICLE_PARAMETERS, BinaryAutoencoder
 
@@ -202,3 +205,32 @@ def child_pids() -> list[int]:
         if fields[1] == me and fields[0] != "Z":
             found.append(int(entry.name))
     return found
+
+
+AUTOENCODER = {"dataset": "mnist-mini", "train_subset": 256, "test_subset": 64, "epochs": 2}
+VAE = {
+    "task": "bernoulli_vae", "estimator": "disarm", "dataset": "mnist-mini", "train_subset": 100,
+    "test_subset": 10, "epochs": 3, "vae_eval_samples": 1, "vae_train_eval": 10,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "seeds", "steps"),
+    [
+        pytest.param(AUTOENCODER, [0], 6, id="autoencoder"),
+        pytest.param(AUTOENCODER, [0, 1], 5, id="autoencoder stack", marks=pytest.mark.slow),
+        pytest.param(VAE, [0, 1], 5, id="vae stack", marks=pytest.mark.slow),
+    ],
+)
+def test_ours_trains_what_train_runs_trains(tmp_path, fields, seeds, steps):
+    """The benchmark's loop gives the engine's step losses, to the bit, across an epoch's end
+    (the engine evaluates there; the loop goes straight on)."""
+    configs = [RunConfig(**fields, seed=seed, device="cpu", num_threads=1) for seed in seeds]
+    loop = OursLoop(configs, None, torch.device("cpu"))
+    seconds = loop.steps(2) + loop.steps(steps - 2)  # chunks, as the bench alternates them
+    assert seconds > 0 and [len(run.state.steps) for run in loop.runs] == [steps] * len(seeds)
+    train_runs(configs, tmp_path, progress=False, raise_errors=True)
+    for config, run in zip(configs, loop.runs, strict=True):  # same order (sorted seeds)
+        recorded = read_jsonl(st.run_dir(tmp_path, config.run_id) / st.STEPS)
+        assert len(recorded) > steps  # the loop crossed an epoch's end
+        assert run.state.steps == recorded[:steps]
