@@ -7,7 +7,7 @@ generators from the run's seed streams; the task's step strategy, or the stack's
 step, and the per-step bookkeeping (step records, read-back and divergence check, tracker,
 progress). At an epoch's end the engine evaluates and writes its files, which its images/s
 leaves out; the loop goes straight on to the next epoch's order, as the engine does afterwards.
-Nothing is written to a store.
+Nothing is written to a store (a diverged run's logs go to a temporary folder).
 """
 
 from __future__ import annotations
