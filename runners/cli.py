@@ -8,9 +8,13 @@ validation errors): printed as one line on stderr, exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from typing import NoReturn
+import threading
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from runners import determinism
 from runners.config import ConfigError
@@ -61,8 +65,40 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (UserError, ConfigError) + ((spec.EstimatorSpecError,) if spec else ())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the executors' and the training loop's own handling: a stop like Ctrl-C,
+    exit 143."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` while a command runs (the default would end the process
+    without a word and without the exit code 143 the executors give)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tolerant_output() -> None:
+    """Characters the terminal's encoding lacks (σ, τ, ∞ under PYTHONIOENCODING=latin-1) are
+    printed escaped instead of ending the command with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_wait()  # before any command imports torch
+    _tolerant_output()
     argv = sys.argv[1:] if argv is None else list(argv)
     mode = determinism.mode_for_command(argv)
     if mode in determinism.MODES:
@@ -77,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
         print("ste-ablate: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if not isinstance(exc, user_errors()):
             raise

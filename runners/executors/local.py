@@ -25,6 +25,7 @@ from runners.executors.cells import CellTask, execute_cells, plan_stacks, summar
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.pool import PoolExecutor
 from runners.executors.signals import catch_signals, signal_of
+from runners.training.session import take_stop_signal
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class InProcessExecutor:
     def _run(self, units: list[list[CellTask]], display: CellDisplay) -> GridOutcome:
         outcome = GridOutcome()
         queue = deque(units)
+        take_stop_signal()  # only signals from here on stop this grid
         with catch_signals(raise_interrupt=True) as caught:
             while queue and caught.signum is None:
                 unit = queue.popleft()
@@ -63,6 +65,9 @@ class InProcessExecutor:
                     # interrupted or missing.
                     summaries = [summary_after_interrupt(task) for task in unit]
                     caught.signum = caught.signum or signal.SIGINT
+                # A signal after a cell's last training step let the cell complete; it still
+                # stops the grid.
+                caught.signum = caught.signum or take_stop_signal()
                 for task, summary in zip(unit, summaries, strict=True):
                     outcome.summaries[task.run_id] = summary
                     display.finish(task, summary)
