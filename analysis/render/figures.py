@@ -37,6 +37,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from analysis.render import plots, plots_diagnostics, plots_runs, style, tables
+from analysis.render.manifest_checks import manifest_problems
 from analysis.sources.snapshot import read_snapshot
 from analysis.sources.table import StoreError, StudyData
 from analysis.stats.metrics import DIAGNOSTIC_METRICS
@@ -222,7 +223,10 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise StoreError(f"manifest {path} not found") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise StoreError(f"manifest {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        reason = getattr(exc, "problem", None) or exc
+        raise StoreError(f"manifest {path} is not valid YAML{where}: {reason}") from None
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise StoreError(f"manifest {path} must be a mapping")
@@ -268,6 +272,7 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
             )
         if item.get("size") is not None and item["size"] not in style.SIZES:
             problems.append(f"{where}: size must be one of {sorted(style.SIZES)}")
+    problems += manifest_problems(doc)
     if problems:
         raise StoreError(f"manifest {path}: " + "; ".join(problems))
     return doc
@@ -300,8 +305,11 @@ def regenerate(
                     f"--out {snap_path}` after running the spec)"
                 )
             data_cache[snap] = read_snapshot(snap_path)
+        metric = item.get("metric", "test_mse")
+        if metric not in set(data_cache[snap].table["metric"].dropna()):
+            raise StoreError(f"item {item['name']}: snapshot {snap} has no metric {metric!r}")
         config = StudyConfig(
-            metric=item.get("metric", "test_mse"),
+            metric=metric,
             seed=seed,
             n_resamples=n_resamples,
             **(item.get("study") or {}),
@@ -322,6 +330,8 @@ def regenerate(
             options["size"] = item["size"]
         try:
             fig = make_figure(item["kind"], result, data_cache[snap], **options)
+        except TypeError as exc:  # options the plot function does not take
+            raise StoreError(f"figure {item['name']}: bad options {options}: {exc}") from None
         except FigureUnavailable as exc:
             if item.get("optional"):  # e.g. diagnostics a snapshot may not hold yet
                 print(f"figure {item['name']} skipped: {exc}", file=sys.stderr)

@@ -19,9 +19,10 @@ from runners.commands.grid_table import (
     check_store,
     thread_mix_warning,
 )
+from runners.commands.report_folder import write_report_folder
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
-from runners.grids.spec import load_spec
+from runners.grids.spec import load_spec, valid_name
 
 # `analysis` (pandas, scipy, matplotlib: seconds to import) is imported inside each command, so
 # that `ste-ablate --help` and the other commands do not pay for it.
@@ -89,6 +90,11 @@ def register(subparsers: Any) -> None:
     source = ana.add_mutually_exclusive_group()
     source.add_argument("--store", help=f"run store (default {DEFAULT_STORE})")
     source.add_argument("--snapshot", metavar="FILE", help="read a snapshot instead of a store")
+    ana.add_argument(
+        "--unverified",
+        action="store_true",
+        help="read a --snapshot that has no metadata, or whose files differ from it, as it is",
+    )
     ana.add_argument("--metric", default="test_mse", help="metric to compare (default test_mse)")
     ana.add_argument(
         "--direction",
@@ -144,7 +150,7 @@ def register(subparsers: Any) -> None:
 
 def _snapshot(args: argparse.Namespace) -> int:
     # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
-    from analysis.sources.snapshot import write_snapshot
+    from analysis.sources.snapshot import bits_path, gradcheck_path, meta_path, write_snapshot
     from analysis.sources.store import scan_store
     from analysis.sources.table import StoreError
 
@@ -161,11 +167,16 @@ def _snapshot(args: argparse.Namespace) -> int:
         else:
             _check_store(args.store)
             data = scan_store(args.store, spec.cells, axes=spec.axes)
+        for target in (out, meta_path(out), bits_path(out), gradcheck_path(out)):
+            if target.is_dir():
+                raise UserError(f"{target} is a folder; the snapshot writes a file there")
         written = write_snapshot(
             data, out, spec_name=spec.name, spec_sha256=spec.sha256, spec_path=spec.path
         )
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a full disk, a file where a folder goes, no permission
+        raise UserError(f"cannot write the snapshot {out}: {_os_error(exc)}") from None
     counts = data.cells["status"].value_counts()
     states = ", ".join(f"{int(n)} {s}" for s, n in counts.items())
     print(f"snapshot of {spec.name}: {len(data.cells)} cells ({states}), {len(data.table)} rows")
@@ -189,7 +200,7 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UserError(f"--formats takes pdf, png, svg (comma-separated), not {args.formats!r}")
     try:
         if args.snapshot:
-            data = read_snapshot(args.snapshot)
+            data = read_snapshot(args.snapshot, verify=not args.unverified)
             meta = read_meta(args.snapshot)
             snap_spec = meta.get("spec") or {}
             spec = _Spec(
@@ -242,19 +253,27 @@ def _analyze(args: argparse.Namespace) -> int:
             target_diff=args.target_diff,
         )
         result = run_study(data, config)
+        if not args.out and not valid_name(spec.name):
+            raise UserError(
+                f"the snapshot's spec name {short_repr(spec.name)} is not a spec name (letters, "
+                "digits, '_', '.', '-'): give --out DIR"
+            )
         out = Path(args.out) if args.out else Path("reports") / spec.name
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
-        report = write_analysis(
-            result,
-            data,
+        report = write_report_folder(
             out,
-            title=spec.name,
-            spec={"name": spec.name, "sha256": spec.sha256, "source": spec.extra.get("source")},
-            formats=formats,
+            lambda folder: write_analysis(
+                result,
+                data,
+                folder,
+                title=spec.name,
+                spec={"name": spec.name, "sha256": spec.sha256, "source": spec.extra.get("source")},
+                formats=formats,
+            ),
         )
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a full disk, a file where a folder goes, no permission
+        raise UserError(f"cannot write the report: {_os_error(exc)}") from None
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
     print(report)
@@ -270,6 +289,8 @@ def _figures(args: argparse.Namespace) -> int:
         written = regenerate(args.manifest, out=args.out, only=args.only)
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a full disk, a file where a folder goes, no permission
+        raise UserError(f"cannot write the figures: {_os_error(exc)}") from None
     for path in written:
         print(path)
     return 0
@@ -288,6 +309,11 @@ def _check_store(store: str) -> None:
     check_store(Path(store))
     if not Path(store).is_dir():
         raise UserError(f"store {store} does not exist (train the spec first: ste-ablate run)")
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def _unit(text: str) -> float:
