@@ -240,7 +240,7 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         "items",
     }
     if unknown:
-        problems.append(f"unknown top-level keys {sorted(unknown)}")
+        problems.append(f"unknown top-level keys {sorted(map(str, unknown))}")
     snapshots = doc.get("snapshots") or {}
     items = doc.get("items") or []
     if not isinstance(snapshots, dict):
@@ -255,27 +255,37 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         if not isinstance(item, dict):
             problems.append(f"{where} must be a mapping")
             continue
-        where = f"items[{i}] ({item.get('name', '?')})"
+        name, kind, snap, size = (_text(item.get(k)) for k in ("name", "kind", "snapshot", "size"))
+        where = f"items[{i}] ({name or '?'})"
         if set(item) - _ITEM_KEYS:
-            problems.append(f"{where}: unknown keys {sorted(set(item) - _ITEM_KEYS)}")
-        if not item.get("name") or item["name"] in names:
+            problems.append(f"{where}: unknown keys {sorted(map(str, set(item) - _ITEM_KEYS))}")
+        if not name or name in names:
             problems.append(f"{where}: needs a unique name")
-        names.add(item.get("name"))
-        if item.get("kind") not in FIGURE_KINDS and item.get("kind") not in TABLE_KINDS:
+        names.add(name)
+        if kind not in FIGURE_KINDS and kind not in TABLE_KINDS:
             known = ", ".join([*FIGURE_KINDS, *TABLE_KINDS])
             problems.append(f"{where}: kind {item.get('kind')!r} is not one of {known}")
-        if item.get("snapshot") not in snapshots:
+        if snap not in snapshots:
             problems.append(f"{where}: snapshot {item.get('snapshot')!r} is not in 'snapshots'")
-        if set(item.get("study") or {}) - _STUDY_KEYS:
+        study = item.get("study") or {}
+        if not isinstance(study, dict):
+            problems.append(f"{where}: study must be a mapping")
+        elif set(study) - _STUDY_KEYS:
             problems.append(
-                f"{where}: unknown study keys {sorted(set(item['study']) - _STUDY_KEYS)}"
+                f"{where}: unknown study keys {sorted(map(str, set(study) - _STUDY_KEYS))}"
             )
-        if item.get("size") is not None and item["size"] not in style.SIZES:
+        if item.get("size") is not None and size not in style.SIZES:
             problems.append(f"{where}: size must be one of {sorted(style.SIZES)}")
     problems += manifest_problems(doc)
     if problems:
         raise StoreError(f"manifest {path}: " + "; ".join(problems))
     return doc
+
+
+def _text(value: Any) -> str | None:
+    """A manifest value where text is expected (None for anything else, which is not hashable
+    or not a name)."""
+    return value if isinstance(value, str) else None
 
 
 def regenerate(

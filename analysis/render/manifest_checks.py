@@ -66,9 +66,7 @@ def _item_problems(where: str, item: Mapping[str, Any]) -> list[str]:
         problems.append(f"{where}: optional must be true or false")
     problems += _formats_problems(f"{where}: formats", item.get("formats"))
     study = item.get("study")
-    if study is not None and not isinstance(study, Mapping):
-        return [*problems, f"{where}: study must be a mapping"]
-    for key, value in (study or {}).items():
+    for key, value in study.items() if isinstance(study, Mapping) else ():
         if key in _CHOICES and value not in _CHOICES[key]:
             problems.append(
                 f"{where}: study.{key} must be one of {_CHOICES[key]}, got {_short(value)}"

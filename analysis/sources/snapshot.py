@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.sources.snapshot_checks import verify_snapshot
+from analysis.sources.snapshot_checks import meta_problem, verify_snapshot
 from analysis.sources.table import StoreError, StudyData, cells_from_table, coerce
 from runners.store.format import atomic_write_bytes, atomic_write_json, read_json
 
@@ -172,6 +172,8 @@ def read_snapshot(path: str | Path, *, verify: bool = True) -> StudyData:
     contents = {role: p.read_bytes() for role, p in parts.items() if p.is_file()}
     if verify:
         verify_snapshot(path, meta, raw, contents)
+    elif meta and (problem := meta_problem(meta)) is not None:
+        raise StoreError(f"the metadata of {path}: {problem}")
     table = _decode(raw, path.suffix.lower(), meta.get("dtypes"))
     axes = meta.get("axes") or ["estimator", "seed"]
     if meta.get("cells"):

@@ -58,15 +58,37 @@ def verify_snapshot(
             raise StoreError(f"the {role} file of snapshot {path} is missing")
         if listed is not None and _sha(content) != listed:
             raise StoreError(f"the {role} file of snapshot {path} does not match its sha256")
+    problem = meta_problem(meta)
+    if problem is not None:
+        raise StoreError(f"the metadata of {path}: {problem}")
+
+
+def meta_problem(meta: Mapping[str, Any]) -> str | None:
+    """Why a snapshot's metadata cannot be used as a snapshot's (None: it can): the spec, axes,
+    column dtypes and cell report have the shapes `write_snapshot` gives them."""
+    spec = meta.get("spec")
+    if spec is not None and not isinstance(spec, Mapping):
+        return "spec is not an object"
+    for key in ("name", "sha256", "path"):
+        if (spec or {}).get(key) is not None and not isinstance(spec[key], str):
+            return f"spec.{key} is not text"
+    axes = meta.get("axes")
+    if axes is not None and not (isinstance(axes, list) and all(isinstance(a, str) for a in axes)):
+        return "axes is not a list of column names"
     problem = dtypes_problem(meta.get("dtypes"))
     cells = meta.get("cells")
     if problem is None and cells is not None:
         if not isinstance(cells, Mapping):
-            problem = "cells is not an object"
-        else:
-            problem = dtypes_problem(cells.get("dtypes"))
-    if problem is not None:
-        raise StoreError(f"the metadata of {path}: {problem}")
+            return "cells is not an object"
+        columns, rows = cells.get("columns"), cells.get("rows")
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            return "cells.columns is not a list of column names"
+        if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == len(columns) for r in rows
+        ):
+            return "cells.rows is not a list of rows of its columns"
+        problem = dtypes_problem(cells.get("dtypes"))
+    return problem
 
 
 def roles(files: Any) -> dict[str, str] | None:
@@ -93,7 +115,7 @@ def dtypes_problem(dtypes: Any) -> str | None:
     if not isinstance(dtypes, Mapping):
         return "dtypes is not an object"
     for column, dtype in dtypes.items():
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             return f"column {str(column)[:40]!r} has dtype {str(dtype)[:40]!r}, not one of {sorted(DTYPES)}"
         if column in FLOAT_COLUMNS and dtype != "float64":
             return f"column {column!r} must be float64, not {dtype!r}"

@@ -64,8 +64,8 @@ def summary_problem(summary: Mapping[str, Any]) -> str | None:
 def final_files_problem(summary: Mapping[str, Any]) -> str | None:
     """A final summary must list what a run of its status has written (a "diverged" summary
     with no files on a folder of a completed run would end that cell for good)."""
-    files = summary.get("files")
-    for name in FINAL_FILES.get(summary.get("status"), ()):  # type: ignore[arg-type]
+    files, status = summary.get("files"), summary.get("status")
+    for name in FINAL_FILES.get(status, ()) if isinstance(status, str) else ():
         if not isinstance(files, Mapping) or name not in files:
             return f"a {summary['status']} run must list {name}"
     return None
