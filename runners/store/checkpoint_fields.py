@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from runners.errors import short_repr
+from runners.store.summary_checks import is_number, record_problem
 
 MAX_TORCH_THREADS = 1024  # the bound of RunConfig.num_threads
 _TIMES = ("epoch_train_time", "train_time", "wall_time")
@@ -82,7 +83,7 @@ def checkpoint_problem(
         value = payload[key]
         if not isinstance(value, int | float) or isinstance(value, bool):
             return f"{key} must be a number, got {short_repr(value)}"
-        if not math.isfinite(value) or value < 0:
+        if not 0 <= value < 2**63 or (isinstance(value, float) and math.isnan(value)):
             return f"{key} must be finite and non-negative, got {short_repr(value)}"
     problem = thread_count_problem(payload.get("torch_threads"))
     if problem is not None:
@@ -105,11 +106,14 @@ def _lists_problem(payload: Mapping[str, Any], epoch: int, step: int) -> str | N
     for number, record in enumerate(records, 1):
         if not isinstance(record, dict) or record.get("epoch") != number:
             return f"records entry {number} is not epoch {number}'s record"
+        problem = record_problem(record)
+        if problem is not None:
+            return f"records: {problem}"
     if len(steps) != step:
         return f"steps holds {len(steps)} steps, the checkpoint is at step {step}"
-    if any(not isinstance(entry, dict) for entry in steps):
-        return "steps holds an entry that is not an object"
-    if any(not isinstance(v, int | float) or isinstance(v, bool) for v in norms):
+    if any(not isinstance(entry, dict) or record_problem(entry) for entry in steps):
+        return "steps holds an entry that is not a step's record"
+    if not all(is_number(v) for v in norms):
         return "epoch_grad_norms holds a value that is not a number"
     return None
 

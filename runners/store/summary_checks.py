@@ -88,15 +88,24 @@ def records_problem(records: Sequence[Any], summary: Mapping[str, Any], planned:
             f"summary.json counts {summary.get('epochs_done')} epochs, metrics.jsonl {len(epochs)}"
         )
     for record in records:
-        for key, value in record.items():
-            if not _record_value(value):
-                return f"metrics.jsonl epoch {record['epoch']}'s {key[:40]} is not a number"
+        problem = record_problem(record)
+        if problem is not None:
+            return f"metrics.jsonl {problem}"
     last = records[-1] if records else {}
     for key in LAST_EPOCH_KEYS + (("probe_accuracy",) if status == "completed" else ()):
         if status != "completed" and summary.get(key) is None:
             continue  # not measured: a diverged run's, or a failure recorded outside the loop
         if not _same(summary.get(key), last.get(key)):
             return f"summary.json's {key} differs from the last epoch's in metrics.jsonl"
+    return None
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why an epoch record's values are not a record's (None: they are): numbers typed,
+    within int64, lists of numbers, text or null."""
+    for key, value in record.items():
+        if not _record_value(value):
+            return f"epoch {record.get('epoch')}'s {str(key)[:40]} is not a number"
     return None
 
 
