@@ -13,6 +13,7 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -96,9 +97,15 @@ def _tolerant_output() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def _one_line_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """A warning as the user reads it: one line, without the source line that raised it."""
+    return f"ste-ablate: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_wait()  # before any command imports torch
     _tolerant_output()
+    warnings.formatwarning = _one_line_warning
     argv = sys.argv[1:] if argv is None else list(argv)
     mode = determinism.mode_for_command(argv)
     if mode in determinism.MODES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,13 @@ def check_run(
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
     _check_integrity(folder, doc)
     config = RunConfig.from_dict(doc["config"])
-    ckpt = load_checkpoint(folder, config.run_id, epochs=config.epochs)
+    with warnings.catch_warnings(record=True) as caught:  # the reason goes into the error
+        warnings.simplefilter("always")
+        ckpt = load_checkpoint(folder, config.run_id, epochs=config.epochs)
     if ckpt is None:
-        raise UserError(f"{folder} has no usable {st.CHECKPOINT}")
+        reason = next((str(w.message) for w in caught), "")
+        why = reason[reason.find("(") : reason.rfind(")") + 1] if "(" in reason else ""
+        raise UserError(f"{folder} has no usable {st.CHECKPOINT} {why}".strip())
     estimators = [get_estimator(spec) for spec in specs]
     progress = min(1.0, ckpt["epoch"] / config.epochs)
     for estimator in estimators:
