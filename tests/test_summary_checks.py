@@ -174,3 +174,25 @@ def test_a_malformed_gradcheck_json_does_not_break_analyze_or_snapshot(
     out = tmp_path / "report"
     argv = ["analyze", str(spec), "--store", str(store), "--out", str(out), "--resamples", "99"]
     assert main(argv) == 0, capsys.readouterr().err
+
+
+def test_a_gradcheck_of_other_weights_is_not_read(finished_run, copy_run) -> None:
+    from analysis.sources.gradcheck import read_gradchecks
+
+    _, reference = finished_run
+    store = copy_run(reference)
+    folder = st.run_dir(store, reference.name)
+    document = {
+        "run_id": folder.name,
+        "run_estimator": "hardtanh",
+        "seed": 0,
+        "epoch": 2,
+        "probe": 2,
+        "flip_corr": 0.5,
+        "estimators": [{"estimator": "identity", "coverage": 1.0}],
+        "checkpoint_sha256": st.sha256_file(folder / st.CHECKPOINT),
+    }
+    (folder / st.GRADCHECK).write_text(json.dumps(document))
+    assert read_gradchecks({folder.name: folder}) is not None
+    (folder / st.GRADCHECK).write_text(json.dumps({**document, "checkpoint_sha256": "0" * 64}))
+    assert read_gradchecks({folder.name: folder}) is None

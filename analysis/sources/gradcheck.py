@@ -66,10 +66,21 @@ def doc_problem(doc: Any, run_id: str | None = None) -> str | None:
     return None
 
 
+def stale(doc: Mapping[str, Any], folder: Path) -> bool:
+    """Whether the document was computed on other weights than the folder's checkpoint.pt
+    (documents that do not record their checkpoint's sha256 are taken as they are)."""
+    digest = doc.get("checkpoint_sha256")
+    if digest is None:
+        return False
+    checkpoint = Path(folder) / store_format.CHECKPOINT
+    return not checkpoint.is_file() or store_format.sha256_file(checkpoint) != digest
+
+
 def read_gradchecks(run_dirs: Mapping[str, Path]) -> pd.DataFrame | None:
     """The gradcheck.json files of these run folders (None when none has a readable one).
 
-    A file that does not parse, is malformed (`doc_problem`) or names another run is skipped.
+    A file that does not parse, is malformed (`doc_problem`), names another run, or was
+    computed on other weights than the folder's checkpoint (`stale`) is skipped.
     """
     docs = []
     for run_id, folder in run_dirs.items():
@@ -77,7 +88,7 @@ def read_gradchecks(run_dirs: Mapping[str, Path]) -> pd.DataFrame | None:
         if not path.is_file():
             continue
         doc, problem = store_format.read_json_checked(path)
-        if problem is None and doc_problem(doc, run_id) is None:
+        if problem is None and doc_problem(doc, run_id) is None and not stale(doc, folder):
             docs.append(doc)
     return gradcheck_table(docs) if docs else None
 

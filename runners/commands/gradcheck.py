@@ -129,6 +129,7 @@ def check_run(
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
     _check_integrity(folder, doc)
     config = RunConfig.from_dict(doc["config"])
+    digest = st.sha256_file(folder / st.CHECKPOINT) if (folder / st.CHECKPOINT).is_file() else None
     with warnings.catch_warnings(record=True) as caught:  # the reason goes into the error
         warnings.simplefilter("always")
         ckpt = load_checkpoint(folder, config.run_id, epochs=config.epochs)
@@ -155,6 +156,7 @@ def check_run(
         "run_estimator": config.estimator,
         "seed": config.seed,
         "epoch": ckpt["epoch"],
+        "checkpoint_sha256": digest,  # the weights these rows are of (readers check it)
         "probe": int(images.shape[0]),
         "draws": draws,
         "seconds": seconds,
