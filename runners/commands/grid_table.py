@@ -59,12 +59,11 @@ def at_least_one(flag: str, what: str) -> Any:
 
 def check_store(store: Path) -> None:
     """A store that exists must be a folder (a file there is a mistyped --store: UserError), and
-    a path that cannot be looked up (a symlink loop, a file where a folder should be) is a
-    UserError too."""
+    a path that cannot be looked up (a symlink loop) is a UserError too."""
     try:
         os.stat(store)
-    except FileNotFoundError:
-        return  # created when the first cell is written
+    except (FileNotFoundError, NotADirectoryError):
+        return  # created when the first cell is written (`run` checks it can write there)
     except OSError as exc:
         raise UserError(f"store {store} cannot be used: {exc.strerror or exc}") from None
     if not store.is_dir():
