@@ -161,3 +161,41 @@ def test_reproduce_reads_a_meta_less_snapshot_with_unverified(real_snapshot, tmp
     assert "--unverified" in error_of(capsys)
     assert main(["reproduce", str(snap), "--unverified"]) == 0
     assert "1/1 cells reproduced bit for bit" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_kill_9_during_snapshot_leaves_a_snapshot_that_verifies_or_is_refused(tmp_path) -> None:
+    """Chaos: `snapshot` killed at seeded moments over an earlier snapshot of another store;
+    what is left reads back as one whole snapshot (old or new) or is refused, never mixed."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    name, cells = spec_cells(spec)
+    stores = [tmp_path / "a", tmp_path / "b"]
+    for seed, store in enumerate(stores):
+        make_store(store, name=name, cells=cells, epochs=2, seed=seed)
+    snap = tmp_path / "snap.csv"
+    wholes = []
+    for store in stores:
+        assert main(["snapshot", str(spec), "--store", str(store), "--out", str(snap)]) == 0
+        wholes.append(read_snapshot(snap).table)
+    rng = random.Random(5)
+    argv = [sys.executable, "-m", "runners.cli", "snapshot", str(spec), "--out", str(snap)]
+    refused = 0
+    for _ in range(6):
+        process = subprocess.Popen([*argv, "--store", str(stores[0])])
+        time.sleep(rng.uniform(1.0, 4.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        try:
+            table = read_snapshot(snap).table
+        except StoreError:
+            refused += 1
+        else:
+            assert any(table.equals(whole) for whole in wholes)
+        assert main(["snapshot", str(spec), "--store", str(stores[1]), "--out", str(snap)]) == 0
