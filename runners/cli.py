@@ -8,9 +8,14 @@ validation errors): printed as one line on stderr, exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from typing import NoReturn
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from runners import determinism
 from runners.config import KEY_ALIASES, ConfigError
@@ -82,8 +87,46 @@ def _unknown_arguments(
     return message + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the executors' and the training loop's own handling: a stop like Ctrl-C,
+    exit 143."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` while a command runs (the default would end the process
+    without a word and without the exit code 143 the executors give)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tolerant_output() -> None:
+    """Characters the terminal's encoding lacks (σ, τ, ∞ under PYTHONIOENCODING=latin-1) are
+    printed escaped instead of ending the command with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _one_line_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """A warning as the user reads it: one line, without the source line that raised it."""
+    return f"ste-ablate: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     prefer_passive_wait()  # before any command imports torch
+    _tolerant_output()
+    warnings.formatwarning = _one_line_warning
     argv = sys.argv[1:] if argv is None else list(argv)
     mode = determinism.mode_for_command(argv)
     if mode in determinism.MODES:
@@ -100,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
         print("ste-ablate: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if not isinstance(exc, user_errors()):
             raise

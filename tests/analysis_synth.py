@@ -81,6 +81,8 @@ def write_run(
         record.setdefault("bit_rates", [float(r) for r in rng.random(n_bits).round(3)])
         lines.append(json.dumps(record))
     (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    steps = [{"step": r.get("step"), "epoch": r["epoch"], "train_loss": 0.1} for r in epochs]
+    (folder / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     _png(folder / "reconstruction.png", rng)
     if status is None:
         return folder
@@ -99,7 +101,7 @@ def write_run(
         "error": error,
         "files": {
             name: _sha(folder / name)
-            for name in ("config.json", "metrics.jsonl", "reconstruction.png")
+            for name in ("config.json", "metrics.jsonl", "steps.jsonl", "reconstruction.png")
         },
     }
     (folder / "summary.json").write_text(json.dumps(summary))

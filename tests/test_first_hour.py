@@ -12,6 +12,7 @@ import pytest
 
 from runners.cli import build_parser, main
 from runners.config import ConfigError, RunConfig
+from runners.errors import UserError
 from runners.grids.spec import SpecError, load_spec
 from runners.tracking.wandb_tracker import resolve_mode
 from runners.training import data
@@ -60,8 +61,10 @@ def test_a_data_root_that_already_is_mnist_raw_is_taken_as_meant(tmp_path):
     raw = tmp_path / "data" / "MNIST" / "raw"
     _fake_mnist(raw)
     for given in (tmp_path / "data", raw.parent, raw):
-        train, test = data.load_arrays("mnist", given, download=False)
-        assert train.images.shape == (6, 28, 28) and test.images.shape == (4, 28, 28)
+        # found in the folder meant, and refused there for not being MNIST's published files
+        with pytest.raises(UserError, match="is not the published one") as found:
+            data.load_arrays("mnist", given, download=False)
+        assert str(raw / "train-images-idx3-ubyte") in str(found.value)
     empty = tmp_path / "empty" / "MNIST" / "raw"
     with pytest.raises(data.MissingDataError) as info:
         data.load_arrays("mnist", empty, download=False)

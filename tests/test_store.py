@@ -107,7 +107,7 @@ def test_valid_summary_gives_its_status(finished_run):
         ),
         (
             lambda s: s["files"].update({"extra.txt": "0" * 64}),
-            "extra.txt listed in summary.json is missing",
+            "summary.json lists 'extra.txt', which is not a file of a run",
         ),
         (lambda s: s["files"].pop("reconstruction.png"), "must list reconstruction.png"),
     ],

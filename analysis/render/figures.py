@@ -37,6 +37,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from analysis.render import plots, plots_diagnostics, plots_gradients, plots_runs, style, tables
+from analysis.render.manifest_checks import manifest_problems
 from analysis.sources.snapshot import read_snapshot
 from analysis.sources.table import StoreError, StudyData
 from analysis.stats.metrics import DIAGNOSTIC_METRICS, GRADIENT_ERROR_METRICS
@@ -249,7 +250,10 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise StoreError(f"manifest {path} not found") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise StoreError(f"manifest {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        reason = getattr(exc, "problem", None) or exc
+        raise StoreError(f"manifest {path} is not valid YAML{where}: {reason}") from None
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise StoreError(f"manifest {path} must be a mapping")
@@ -263,7 +267,7 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         "items",
     }
     if unknown:
-        problems.append(f"unknown top-level keys {sorted(unknown)}")
+        problems.append(f"unknown top-level keys {sorted(map(str, unknown))}")
     snapshots = doc.get("snapshots") or {}
     items = doc.get("items") or []
     if not isinstance(snapshots, dict):
@@ -278,26 +282,37 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         if not isinstance(item, dict):
             problems.append(f"{where} must be a mapping")
             continue
-        where = f"items[{i}] ({item.get('name', '?')})"
+        name, kind, snap, size = (_text(item.get(k)) for k in ("name", "kind", "snapshot", "size"))
+        where = f"items[{i}] ({name or '?'})"
         if set(item) - _ITEM_KEYS:
-            problems.append(f"{where}: unknown keys {sorted(set(item) - _ITEM_KEYS)}")
-        if not item.get("name") or item["name"] in names:
+            problems.append(f"{where}: unknown keys {sorted(map(str, set(item) - _ITEM_KEYS))}")
+        if not name or name in names:
             problems.append(f"{where}: needs a unique name")
-        names.add(item.get("name"))
-        if item.get("kind") not in FIGURE_KINDS and item.get("kind") not in TABLE_KINDS:
+        names.add(name)
+        if kind not in FIGURE_KINDS and kind not in TABLE_KINDS:
             known = ", ".join([*FIGURE_KINDS, *TABLE_KINDS])
             problems.append(f"{where}: kind {item.get('kind')!r} is not one of {known}")
-        if item.get("snapshot") not in snapshots:
+        if snap not in snapshots:
             problems.append(f"{where}: snapshot {item.get('snapshot')!r} is not in 'snapshots'")
-        if set(item.get("study") or {}) - _STUDY_KEYS:
+        study = item.get("study") or {}
+        if not isinstance(study, dict):
+            problems.append(f"{where}: study must be a mapping")
+        elif set(study) - _STUDY_KEYS:
             problems.append(
-                f"{where}: unknown study keys {sorted(set(item['study']) - _STUDY_KEYS)}"
+                f"{where}: unknown study keys {sorted(map(str, set(study) - _STUDY_KEYS))}"
             )
-        if item.get("size") is not None and item["size"] not in style.SIZES:
+        if item.get("size") is not None and size not in style.SIZES:
             problems.append(f"{where}: size must be one of {sorted(style.SIZES)}")
+    problems += manifest_problems(doc)
     if problems:
         raise StoreError(f"manifest {path}: " + "; ".join(problems))
     return doc
+
+
+def _text(value: Any) -> str | None:
+    """A manifest value where text is expected (None for anything else, which is not hashable
+    or not a name)."""
+    return value if isinstance(value, str) else None
 
 
 def regenerate(
@@ -327,8 +342,11 @@ def regenerate(
                     f"--out {snap_path}` after running the spec)"
                 )
             data_cache[snap] = read_snapshot(snap_path)
+        metric = item.get("metric", "test_mse")
+        if metric not in set(data_cache[snap].table["metric"].dropna()):
+            raise StoreError(f"item {item['name']}: snapshot {snap} has no metric {metric!r}")
         config = StudyConfig(
-            metric=item.get("metric", "test_mse"),
+            metric=metric,
             seed=seed,
             n_resamples=n_resamples,
             **(item.get("study") or {}),
@@ -349,6 +367,8 @@ def regenerate(
             options["size"] = item["size"]
         try:
             fig = make_figure(item["kind"], result, data_cache[snap], **options)
+        except TypeError as exc:  # options the plot function does not take
+            raise StoreError(f"figure {item['name']}: bad options {options}: {exc}") from None
         except FigureUnavailable as exc:
             if item.get("optional"):  # e.g. diagnostics a snapshot may not hold yet
                 print(f"figure {item['name']} skipped: {exc}", file=sys.stderr)

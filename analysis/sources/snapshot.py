@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.sources.snapshot_checks import meta_problem, verify_snapshot
 from analysis.sources.table import StoreError, StudyData, cells_from_table, coerce
 from runners.store.format import atomic_write_bytes, atomic_write_json, read_json
 
@@ -126,6 +127,11 @@ def write_snapshot(
     if gradcheck_bytes is not None:
         atomic_write_bytes(gradcheck_path(out), gradcheck_bytes)
         written.append(gradcheck_path(out))
+    # A bits or gradcheck file of an earlier snapshot here is not this one's: the reader would
+    # refuse it as unlisted.
+    for part, content in ((bits_path(out), bits_bytes), (gradcheck_path(out), gradcheck_bytes)):
+        if content is None:
+            part.unlink(missing_ok=True)
     atomic_write_json(meta_path(out), meta)
     written.append(meta_path(out))
     return written
@@ -140,42 +146,49 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = read_json(meta_file)
     except (OSError, ValueError) as exc:
         raise StoreError(f"snapshot metadata {meta_file} is unreadable: {exc}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StoreError(f"{meta_file} is not a {FORMAT} metadata file")
     return meta
 
 
 def read_snapshot(path: str | Path, *, verify: bool = True) -> StudyData:
-    """Read a snapshot written by `write_snapshot` (or a bare tidy CSV/Parquet table).
+    """Read a snapshot written by `write_snapshot` (or, unverified, a bare tidy table).
 
     Args:
         path: the snapshot's table file.
-        verify: check the table's sha256 against the metadata (a mismatch raises).
+        verify: check every file of the snapshot against its metadata
+            (`analysis.sources.snapshot_checks.verify_snapshot`); False reads a snapshot without
+            metadata, or whose files differ from it, as it is.
+
+    Raises:
+        StoreError: no such file, a check failed, or a file does not parse.
     """
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"snapshot {path} not found")
     meta = read_meta(path)
     raw = path.read_bytes()
-    if verify and meta.get("files", {}).get(path.name) not in (
-        None,
-        hashlib.sha256(raw).hexdigest(),
-    ):
-        raise StoreError(f"snapshot {path} does not match the sha256 in its metadata")
+    parts = {"bits": bits_path(path), "gradcheck": gradcheck_path(path)}
+    contents = {role: p.read_bytes() for role, p in parts.items() if p.is_file()}
+    if verify:
+        verify_snapshot(path, meta, raw, contents)
+    elif meta and (problem := meta_problem(meta)) is not None:
+        raise StoreError(f"the metadata of {path}: {problem}")
     table = _decode(raw, path.suffix.lower(), meta.get("dtypes"))
     axes = meta.get("axes") or ["estimator", "seed"]
     if meta.get("cells"):
         spec_cells = meta["cells"]
-        cells = pd.DataFrame(spec_cells["rows"], columns=spec_cells["columns"])
-        cells = coerce(cells, spec_cells["dtypes"])
+        try:
+            cells = pd.DataFrame(spec_cells["rows"], columns=spec_cells["columns"])
+            cells = coerce(cells, spec_cells["dtypes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{meta_path(path)}: its cells do not parse: {exc}") from None
     else:
         cells = cells_from_table(table, axes)
-    bits = None
-    if bits_path(path).is_file():
-        bits = _decode(bits_path(path).read_bytes(), path.suffix.lower(), None)
+    bits = _decode(contents["bits"], path.suffix.lower(), None) if "bits" in contents else None
     gradcheck = None
-    if gradcheck_path(path).is_file():
-        gradcheck = _decode(gradcheck_path(path).read_bytes(), path.suffix.lower(), None)
+    if "gradcheck" in contents:
+        gradcheck = _decode(contents["gradcheck"], path.suffix.lower(), None)
     spec = meta.get("spec") or {}
     return StudyData(
         table=table,
@@ -199,7 +212,9 @@ def _decode(raw: bytes, suffix: str, dtypes: dict[str, str] | None) -> pd.DataFr
                 frame = _typed(frame, dtypes)
             else:
                 frame = _guess_types(frame)
-    except (ValueError, TypeError, OSError) as exc:
+    except ImportError:
+        raise StoreError("reading Parquet needs pyarrow (pip install pyarrow)") from None
+    except (ValueError, TypeError, OSError, OverflowError) as exc:
         raise StoreError(f"snapshot table does not parse: {exc}") from None
     return frame
 

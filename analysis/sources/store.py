@@ -31,6 +31,8 @@ from analysis.sources.table import (
 )
 from runners.store import format as store_format
 
+TRUSTED = ("completed", "diverged", "failed", "interrupted")  # cells whose files are their own
+
 
 def read_spec_index(store: str | Path, name: str) -> dict[str, Any]:
     """Read STORE/specs/<name>.json (written by `ste-ablate run`)."""
@@ -70,7 +72,10 @@ def read_cell(run_dir: Path, run_id: str, factors: Mapping[str, Any] | None = No
     if summary is not None:
         listed = store_format.listed_file_problems(run_dir, summary.get("files") or {})
         corrupt += listed
-        problem = None if listed else store_format.content_problem(run_dir, summary)
+        problem = None
+        if not listed:
+            problem = store_format.final_files_problem(summary)
+            problem = problem or store_format.content_problem(run_dir, summary)
         if problem is not None and problem not in corrupt:
             corrupt.append(problem)
         status = summary.get("status")
@@ -122,6 +127,7 @@ def scan_store(
     table = build_table(records, axes, fill_defaults=fill_defaults)
     bits = bit_rates_table(records) if with_bits else None
     run_dirs = {r.run_id: r.run_dir for r in records if r.run_dir is not None}
+    trusted_dirs = {r.run_id: r.run_dir for r in records if r.run_dir and r.status in TRUSTED}
     return StudyData(
         table=table,
         cells=cells_frame(records, axes),
@@ -129,8 +135,9 @@ def scan_store(
         bits=bits,
         run_dirs=run_dirs,
         source=f"store {store}",
-        gradcheck=read_gradchecks(run_dirs),
-        gradcheck_exact=read_gradcheck_exacts(run_dirs),
+        # Only trusted cells: a corrupt folder's gradcheck files are no more its run's than the rest.
+        gradcheck=read_gradchecks(trusted_dirs),
+        gradcheck_exact=read_gradcheck_exacts(trusted_dirs),
     )
 
 

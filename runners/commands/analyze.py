@@ -22,9 +22,10 @@ from runners.commands.grid_table import (
     thread_mix_warning,
     with_determinism,
 )
+from runners.commands.report_folder import write_report_folder
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
-from runners.grids.spec import load_spec
+from runners.grids.spec import load_spec, valid_name
 from runners.store.format import run_dir
 from runners.store.runtime import runtime_record
 
@@ -101,6 +102,11 @@ def register(subparsers: Any) -> None:
     source.add_argument("--snapshot", metavar="FILE", help="read a snapshot instead of a store")
     add_determinism(ana)
     ana.add_argument(
+        "--unverified",
+        action="store_true",
+        help="read a --snapshot that has no metadata, or whose files differ from it, as it is",
+    )
+    ana.add_argument(
         "--metric",
         default=None,
         help="metric to compare (default test_mse; test_iwae_bound for a Bernoulli VAE study)",
@@ -160,7 +166,7 @@ def register(subparsers: Any) -> None:
 
 def _snapshot(args: argparse.Namespace) -> int:
     # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
-    from analysis.sources.snapshot import write_snapshot
+    from analysis.sources.snapshot import bits_path, gradcheck_path, meta_path, write_snapshot
     from analysis.sources.store import scan_store
     from analysis.sources.table import StoreError
 
@@ -177,6 +183,9 @@ def _snapshot(args: argparse.Namespace) -> int:
         else:
             _check_store(args.store)
             data = scan_store(args.store, spec.cells, axes=spec.axes)
+        for target in (out, meta_path(out), bits_path(out), gradcheck_path(out)):
+            if target.is_dir():
+                raise UserError(f"{target} is a folder; the snapshot writes a file there")
         runtimes = {} if args.wandb_project else _runtimes(args.store, data.cells["run_id"])
         written = write_snapshot(
             data,
@@ -188,6 +197,8 @@ def _snapshot(args: argparse.Namespace) -> int:
         )
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a full disk, a file where a folder goes, no permission
+        raise UserError(f"cannot write the snapshot {out}: {_os_error(exc)}") from None
     counts = data.cells["status"].value_counts()
     states = ", ".join(f"{int(n)} {s}" for s, n in counts.items())
     print(f"snapshot of {spec.name}: {len(data.cells)} cells ({states}), {len(data.table)} rows")
@@ -221,7 +232,7 @@ def _analyze(args: argparse.Namespace) -> int:
     store = None
     try:
         if args.snapshot:
-            data = read_snapshot(args.snapshot)
+            data = read_snapshot(args.snapshot, verify=not args.unverified)
             meta = read_meta(args.snapshot)
             snap_spec = meta.get("spec") or {}
             spec = _Spec(
@@ -278,19 +289,27 @@ def _analyze(args: argparse.Namespace) -> int:
             target_diff=args.target_diff,
         )
         result = run_study(data, config)
+        if not args.out and not valid_name(spec.name):
+            raise UserError(
+                f"the snapshot's spec name {short_repr(spec.name)} is not a spec name (letters, "
+                "digits, '_', '.', '-'): give --out DIR"
+            )
         out = Path(args.out) if args.out else Path("reports") / spec.name
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
-        report = write_analysis(
-            result,
-            data,
+        report = write_report_folder(
             out,
-            title=spec.name,
-            spec={"name": spec.name, "sha256": spec.sha256, "source": spec.extra.get("source")},
-            formats=formats,
+            lambda folder: write_analysis(
+                result,
+                data,
+                folder,
+                title=spec.name,
+                spec={"name": spec.name, "sha256": spec.sha256, "source": spec.extra.get("source")},
+                formats=formats,
+            ),
         )
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a full disk, a file where a folder goes, no permission
+        raise UserError(f"cannot write the report: {_os_error(exc)}") from None
     for warning in result.warnings:
         print(f"note: {warning}", file=sys.stderr)
     barely = [c["condition"] for c in result.budget.get("conditions", []) if c["barely"]]
@@ -314,6 +333,8 @@ def _figures(args: argparse.Namespace) -> int:
         written = regenerate(args.manifest, out=args.out, only=args.only)
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # a full disk, a file where a folder goes, no permission
+        raise UserError(f"cannot write the figures: {_os_error(exc)}") from None
     for path in written:
         print(path)
     return 0
@@ -337,6 +358,11 @@ def _check_store(store: str) -> None:
     check_store(Path(store))
     if not Path(store).is_dir():
         raise UserError(f"store {store} does not exist (train the spec first: ste-ablate run)")
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def _unit(text: str) -> float:

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,14 +147,20 @@ def check_run(
     doc = st.read_config(folder)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")
+    _check_integrity(folder, doc)
     config = RunConfig.from_dict(doc["config"])
     if config.task != "autoencoder":
         raise UserError(
             f"{folder} is a {config.task} run: gradcheck diagnoses the article's autoencoder"
         )
-    ckpt = load_checkpoint(folder, config.run_id)
+    digest = st.sha256_file(folder / st.CHECKPOINT) if (folder / st.CHECKPOINT).is_file() else None
+    with warnings.catch_warnings(record=True) as caught:  # the reason goes into the error
+        warnings.simplefilter("always")
+        ckpt = load_checkpoint(folder, config.run_id, epochs=config.epochs)
     if ckpt is None:
-        raise UserError(f"{folder} has no usable {st.CHECKPOINT}")
+        reason = next((str(w.message) for w in caught), "")
+        why = reason[reason.find("(") : reason.rfind(")") + 1] if "(" in reason else ""
+        raise UserError(f"{folder} has no usable {st.CHECKPOINT} {why}".strip())
     estimators = [get_estimator(spec) for spec in specs]
     progress = min(1.0, ckpt["epoch"] / config.epochs)
     for estimator in estimators:
@@ -173,6 +180,7 @@ def check_run(
         "run_estimator": config.estimator,
         "seed": config.seed,
         "epoch": ckpt["epoch"],
+        "checkpoint_sha256": digest,  # the weights these rows are of (readers check it)
         "probe": int(images.shape[0]),
         "draws": draws,
         "seconds": seconds,
@@ -182,6 +190,27 @@ def check_run(
             for est, row in zip(estimators, rows, strict=True)
         ],
     }
+
+
+def _check_integrity(folder: Path, doc: dict[str, Any]) -> None:
+    """The folder's files must be the run's own: a config.json of this run, and where a
+    summary.json exists, a valid one that vouches for checkpoint.pt (the rule every reader of
+    the store follows: a corrupt cell's files are used for nothing).
+
+    Raises:
+        UserError: the folder is corrupt or its checkpoint is not the summarised one.
+    """
+    problem = st.config_problem(doc, folder.name)
+    if problem is None and (folder / st.SUMMARY).exists():
+        summary, problem = st.verify_summary(folder)
+        unlisted = st.CHECKPOINT not in (summary or {}).get("files", {})
+        if summary is not None and unlisted and (folder / st.CHECKPOINT).is_file():
+            problem = f"summary.json does not list {st.CHECKPOINT}"
+    if problem is not None:
+        raise UserError(
+            f"{folder} is corrupt ({problem}); `ste-ablate run` redoes the cell, gradcheck "
+            "uses none of its files"
+        )
 
 
 def format_table(result: dict[str, Any]) -> str:

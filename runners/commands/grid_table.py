@@ -114,8 +114,15 @@ def at_least_one(flag: str, what: str) -> Any:
 
 
 def check_store(store: Path) -> None:
-    """A store that exists must be a folder (a file there is a mistyped --store: UserError)."""
-    if store.exists() and not store.is_dir():
+    """A store that exists must be a folder (a file there is a mistyped --store: UserError), and
+    a path that cannot be looked up (a symlink loop) is a UserError too."""
+    try:
+        os.stat(store)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # created when the first cell is written (`run` checks it can write there)
+    except OSError as exc:
+        raise UserError(f"store {store} cannot be used: {exc.strerror or exc}") from None
+    if not store.is_dir():
         raise UserError(f"store {store} is not a folder")
 
 

@@ -54,6 +54,11 @@ def register(subparsers: Any) -> None:
         help="the CPU kernels to pin; must be the snapshot's (default: portable)",
     )
     parser.add_argument("--json", action="store_true", help="print the per-cell report as JSON")
+    parser.add_argument(
+        "--unverified",
+        action="store_true",
+        help="read a snapshot that has no metadata, or whose files differ from it, as it is",
+    )
     parser.set_defaults(func=run)
 
 
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from runners.store.runtime import runtime_record
 
     try:
-        table = read_snapshot(args.snapshot).table
+        table = read_snapshot(args.snapshot, verify=not args.unverified).table
         recorded_runtimes = read_meta(args.snapshot).get("runtime") or {}
     except StoreError as exc:
         raise UserError(str(exc)) from None
@@ -145,6 +150,8 @@ def compare(rows: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
         diff = abs(float(got) - float(want)) if _number(got) and _number(want) else math.inf
         worst = max(worst, diff)
         first = first or f"epoch {int(row.epoch)} {row.metric}: {want!r} -> {got!r}"
+    if compared == 0:  # nothing but timing values: nothing was shown to reproduce
+        first = "the snapshot holds no value of this cell but timings"
     return {"status": "completed", "same": first is None, "compared": compared,
             "max_abs_diff": worst, "first_difference": first}  # fmt: skip
 
@@ -165,7 +172,10 @@ def _missing(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars as Python values (RunConfig checks types)."""
+    """numpy scalars as Python values (RunConfig checks types); "True"/"False" (a table read
+    without its metadata's dtypes) as bools."""
+    if isinstance(value, str) and value in ("True", "False"):
+        return value == "True"
     return value.item() if hasattr(value, "item") else value
 
 
@@ -216,6 +226,8 @@ def explain(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> 
 def _line(report: dict[str, Any]) -> str:
     if report.get("status") != "completed":
         return f"{report['run_id']}: re-training ended {report.get('status')}"
+    if report["compared"] == 0:
+        return f"{report['run_id']}: NOT CHECKED: {report['first_difference']}"
     if report["same"]:
         return f"{report['run_id']}: bit-identical ({report['compared']} values)"
     head = (

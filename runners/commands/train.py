@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runners.commands.grid_table import check_store
 from runners.config import RunConfig, apply_overrides
 from runners.errors import UserError
 from runners.store.format import run_dir
@@ -183,8 +184,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def store_root(value: str | None) -> Path:
     """--out, else $STE_STORE, else ./ste-store; an existing non-folder is an error."""
     root = Path(value or os.environ.get("STE_STORE") or "ste-store").expanduser()
-    if root.exists() and not root.is_dir():
-        raise UserError(f"store {root} exists and is not a folder")
+    check_store(root)
     return root
 
 

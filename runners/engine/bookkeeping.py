@@ -74,7 +74,9 @@ class Run:
         (folder / st.SUMMARY).unlink(missing_ok=True)  # not final, or corrupt: superseded now
         (folder / st.FIGURE).unlink(missing_ok=True)
         self._drop_foreign_config()
-        ckpt = load_checkpoint(folder, config.run_id)
+        ckpt = load_checkpoint(
+            folder, config.run_id, epochs=config.epochs, batches=len(self.bounds)
+        )
         state, resumed = None, False
         if ckpt is not None:
             try:

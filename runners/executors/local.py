@@ -25,6 +25,7 @@ from runners.executors.cells import CellTask, execute_cells, summary_after_inter
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.pool import PoolExecutor
 from runners.executors.signals import catch_signals
+from runners.training.session import take_stop_signal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,7 @@ class InProcessExecutor(LocalExecutor):
     def _run(self, units: list[list[CellTask]], display: CellDisplay) -> GridOutcome:
         outcome = GridOutcome()
         queue = deque(units)
+        take_stop_signal()  # only signals from here on stop this grid
         with catch_signals(raise_interrupt=True) as caught:
             while queue and caught.signum is None:
                 unit = queue.popleft()
@@ -48,6 +50,9 @@ class InProcessExecutor(LocalExecutor):
                     # interrupted or missing.
                     summaries = [summary_after_interrupt(task) for task in unit]
                     caught.signum = caught.signum or signal.SIGINT
+                # A signal after a cell's last training step let the cell complete; it still
+                # stops the grid.
+                caught.signum = caught.signum or take_stop_signal()
                 signum = self._record(outcome, display, unit, summaries)
                 caught.signum = caught.signum or signum
         self._stop(outcome, caught.signum, queue)

@@ -42,6 +42,7 @@ from runners.executors.cells import (
 )
 from runners.executors.display import CellDisplay
 from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interrupt
+from runners.training.session import take_stop_signal
 
 # Set in each worker by `_init_worker`.
 _PARENT_PID: int | None = None
@@ -213,9 +214,12 @@ def _pool_execute(unit: list[CellTask], mode: str | None = None) -> list[dict[st
         return [summary_after_interrupt(task) for task in unit]
     previous = {s: signal.signal(s, raise_interrupt) for s in STOP_SIGNALS}
     _WORKER["busy"] = True
+    take_stop_signal()  # only signals from here on concern this unit
     try:
         summaries = execute_cells(unit, mode)
-        if any(s.get("status") == "interrupted" for s in summaries) and not parents_stop():
+        stopped = take_stop_signal() is not None  # also after a cell's last step
+        interrupted = any(s.get("status") == "interrupted" for s in summaries)
+        if (stopped or interrupted) and not parents_stop():
             _WORKER["exit_when_idle"] = True
         return summaries
     except KeyboardInterrupt:  # a signal outside the training loop's own handling

@@ -138,6 +138,12 @@ def load_spec(path: str | Path, *, max_cells: int = MAX_CELLS) -> Spec:
     return spec
 
 
+def valid_name(name: Any) -> bool:
+    """A spec name: at most MAX_NAME_CHARS of letters, digits, '_', '.', '-', starting with a
+    letter or digit (a file and folder name that cannot leave its folder)."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and len(name) <= MAX_NAME_CHARS
+
+
 def _build(data: Any, path: Path, sha: str, errors: list[str], max_cells: int) -> Spec | None:
     if not isinstance(data, Mapping):
         errors.append(f"a spec must be a mapping with keys {', '.join(SPEC_KEYS)}")
@@ -149,7 +155,7 @@ def _build(data: Any, path: Path, sha: str, errors: list[str], max_cells: int) -
     name = data.get("name")
     if name is None:
         errors.append("name: required")
-    elif not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > MAX_NAME_CHARS:
+    elif not valid_name(name):
         errors.append(
             f"name must be a word of letters, digits, '_', '.', '-' of at most {MAX_NAME_CHARS} "
             f"characters, got {short_repr(name)}"

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runners.store.summary_checks import final_files_problem, records_problem, summary_problem
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STEPS = "steps.jsonl"
@@ -261,9 +263,12 @@ def file_hashes(folder: Path, names: tuple[str, ...] | None = None) -> dict[str,
 
 def listed_file_problems(folder: Path, files: Mapping[str, str]) -> list[str]:
     """One line per file summary.json lists that is missing or differs from its sha256."""
+    if not isinstance(files, Mapping):
+        return ["summary.json's files is not an object"]
     problems = []
     for name, digest in sorted(files.items()):
-        if name == LOCK:  # the lock file's bytes are not part of the run
+        if name not in (CONFIG, METRICS, STEPS, FIGURE, CHECKPOINT):  # never a path elsewhere
+            problems.append(f"summary.json lists {name[:80]!r}, which is not a file of a run")
             continue
         target = folder / name
         if not target.is_file():
@@ -297,28 +302,24 @@ def verify_summary(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(files, dict):
         return None, "summary.json's files is not an object"
     problems = listed_file_problems(folder, files)
-    if problems:
-        return None, problems[0]
-    if summary["status"] == "completed":
-        for name in (CONFIG, METRICS, STEPS, FIGURE):
-            if name not in files:
-                return None, f"a completed run must list {name}"
-    problem = content_problem(folder, summary)
-    if problem is not None:
-        return None, problem
-    return summary, None
+    problem = problems[0] if problems else final_files_problem(summary)
+    problem = problem or content_problem(folder, summary)
+    return (None, problem) if problem is not None else (summary, None)
 
 
 def content_problem(folder: Path, summary: Mapping[str, Any]) -> str | None:
     """What the files summary.json vouches for say against the run's own config, or None.
 
     A sha256 proves only that a file is the one summarised; this checks that it belongs to this
-    run: config.json names it and hashes to it, metrics.jsonl parses and holds the epochs the
-    summary counts, within the config's epochs (every epoch of a completed run).
+    run: the summary's values are typed and its files are run files
+    (`runners.store.summary_checks`), config.json names the run and hashes to it, metrics.jsonl
+    parses, holds the epochs the summary counts, within the config's epochs (every epoch of a
+    completed run), and its last record has the summary's metrics.
     """
+    problem = summary_problem(summary)  # typed values, listed names
     files = summary.get("files") or {}
-    if CONFIG not in files:
-        return None  # a failure before config.json was written: nothing to check against
+    if problem is not None or CONFIG not in files:
+        return problem  # None: a failure before config.json was written, nothing to check
     document, problem = read_json_checked(folder / CONFIG)
     problem = problem or config_problem(document, folder.name)
     if problem is not None:
@@ -328,15 +329,7 @@ def content_problem(folder: Path, summary: Mapping[str, Any]) -> str | None:
             records = read_jsonl(folder / METRICS)
         except (OSError, ValueError) as exc:
             return f"{METRICS} does not parse ({type(exc).__name__})"
-        epochs = [r.get("epoch") if isinstance(r, dict) else None for r in records]
-        if epochs != list(range(1, len(epochs) + 1)):
-            return f"{METRICS} does not hold epochs 1, 2, ... in order"
-        planned = document["config"]["epochs"]
-        completed = summary.get("status") == "completed"
-        if len(epochs) > planned or (completed and len(epochs) != planned):
-            return f"{METRICS} holds {len(epochs)} epochs of a {planned}-epoch run"
-        if completed and summary.get("epochs_done") != len(epochs):
-            return f"summary.json counts {summary['epochs_done']} epochs, {METRICS} {len(epochs)}"
+        return records_problem(records, summary, document["config"]["epochs"])
     return None
 
 

@@ -8,7 +8,8 @@ Batch order comes from `torch.randperm` on a CPU generator, so it does not depen
 
 Datasets: "mnist" (torchvision's `datasets.MNIST`, from the data root) and "mnist-mini" (a
 6000/1000-image balanced subset bundled in `runners/data/mnist_mini.npz`, made by
-`scripts/make_mnist_mini.py`). `train_subset`/`test_subset` take the first N images of a fixed,
+`scripts/make_mnist_mini.py`). Both are checked by checksum before use
+(`runners.training.data_checks`). `train_subset`/`test_subset` take the first N images of a fixed,
 seed-independent permutation of each split, so every seed and estimator sees the same subset.
 """
 
@@ -28,6 +29,7 @@ import torch
 
 from runners.config import DATASET_SIZES
 from runners.errors import UserError
+from runners.training.data_checks import check_mini, check_mnist
 
 # Seeds of the fixed subset selections (not the run's seed: the subset is the same for all runs).
 TRAIN_SELECTION_SEED = 1_000_003
@@ -179,11 +181,13 @@ def _subset(
 @functools.lru_cache(maxsize=1)
 def _load_mini() -> tuple[Split, Split]:
     path = resources.files("runners") / "data" / "mnist_mini.npz"
-    with resources.as_file(path) as file, np.load(file) as arrays:
-        return (
-            Split(torch.from_numpy(arrays["train_x"].copy()), _labels(arrays["train_y"])),
-            Split(torch.from_numpy(arrays["test_x"].copy()), _labels(arrays["test_y"])),
-        )
+    with resources.as_file(path) as file:
+        check_mini(file)
+        with np.load(file) as arrays:
+            return (
+                Split(torch.from_numpy(arrays["train_x"].copy()), _labels(arrays["train_y"])),
+                Split(torch.from_numpy(arrays["test_x"].copy()), _labels(arrays["test_y"])),
+            )
 
 
 def _labels(array: np.ndarray) -> torch.Tensor:
@@ -213,6 +217,7 @@ def _load_mnist(root: str, download: bool) -> tuple[Split, Split]:
         urlerror = re.search(r"<urlopen error ([^>]*)>", text)
         reason = f"download failed: {urlerror.group(1)}" if urlerror else text[:120]
         raise MissingDataError(raw, reason) from None
+    check_mnist(raw)  # the files a run id means (data_checks: once per root)
     return (
         Split(train.data.contiguous(), train.targets.to(torch.int64)),
         Split(test.data.contiguous(), test.targets.to(torch.int64)),

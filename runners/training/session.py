@@ -20,6 +20,7 @@ import torch
 from runners.config import RunConfig
 from runners.determinism import hardware
 from runners.errors import UserError
+from runners.store.checkpoint_fields import thread_count_problem
 from runners.training.data import resolve_data_root
 
 INTERRUPT_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -101,9 +102,13 @@ def keep_thread_count(config: RunConfig, device: torch.device, recorded: Any) ->
     inside `torch_settings`, which restores torch's count afterwards.
 
     Returns:
-        The count to record for the run: `recorded` when known, else the current count.
+        The count to record for the run: `recorded` when known and valid (an integer in [1,
+        1024]), else the current count (with a warning when `recorded` is present but invalid).
     """
-    if not isinstance(recorded, int) or recorded < 1:
+    problem = thread_count_problem(recorded)
+    if problem is not None:
+        print(f"warning: run {config.run_id}: ignoring the recorded {problem}", file=sys.stderr)
+    if recorded is None or problem is not None:
         return torch.get_num_threads()  # unknown: the run goes on with (and records) this one
     if device.type != "cpu":
         return recorded  # GPU results are not promised bit-reproducible
@@ -135,10 +140,27 @@ def runtime_info(config: RunConfig, device: torch.device) -> dict[str, Any]:
     return info
 
 
+# The stop signals StopOnSignal blocks caught, oldest first, until an executor takes them.
+_CAUGHT: list[int] = []
+
+
+def take_stop_signal() -> int | None:
+    """The first SIGINT/SIGTERM a `StopOnSignal` block caught since the last call (None: none).
+
+    A signal that lands after a run's last training step (its last evaluation, figure or
+    summary) no longer interrupts the run, which completes; the executor that started the
+    run takes the signal here and stops the grid.
+    """
+    first = _CAUGHT[0] if _CAUGHT else None
+    _CAUGHT.clear()
+    return first
+
+
 class StopOnSignal:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step (main thread only).
 
-    A second signal while the flag is set raises KeyboardInterrupt: the user insists.
+    A second signal while the flag is set raises KeyboardInterrupt: the user insists. Every
+    caught signal is also kept for the executor (`take_stop_signal`).
     """
 
     def __init__(self) -> None:
@@ -164,6 +186,7 @@ class StopOnSignal:
         return f"interrupted by {self.signal_name}; resumable"
 
     def _handle(self, signum: int, frame: object) -> None:
+        _CAUGHT.append(signum)
         if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name

@@ -30,6 +30,7 @@ from runners.executors.cells import (
     set_worker_resources,
     summary_after_interrupt,
 )
+from runners.training.session import take_stop_signal
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -47,6 +48,7 @@ class CellBatch(submitit.helpers.Checkpointable):
     def __call__(self) -> list[dict[str, Any]]:
         set_worker_resources(None, task_threads())
         summaries = []
+        take_stop_signal()  # only signals from here on end this task
         with _Preemption() as preemption:
             for unit in plan_stacks(self.tasks, self.stack):
                 try:
@@ -58,7 +60,8 @@ class CellBatch(submitit.helpers.Checkpointable):
                     _log(f"{summary.get('status')} {task.run_id}")
                 if preemption.signum is not None:
                     preemption.requeue()  # checkpoint (this object) and requeue; does not return
-                if any(s.get("status") == "interrupted" for s in done):
+                stopped = take_stop_signal() is not None  # also after a cell's last step
+                if stopped or any(s.get("status") == "interrupted" for s in done):
                     break  # scancel (SIGTERM): the task is ending, leave the rest for a rerun
         failed = [s["run_id"] for s in summaries if s.get("status") == "failed"]
         if failed:
