@@ -126,7 +126,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, contex
     assert len(cells) == 4
 
     rng = random.Random(14)
-    kills = 0
+    kills = restarts = 0
     for executor, count in KILLS.items():
         workers = executor == "workers-2"
         store = tmp_path / executor
@@ -138,7 +138,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, contex
                 assert process.exitcode == 0, log.read_text()[-3000:]
                 for name in cells:
                     same_cell(st.run_dir(store, name), st.run_dir(reference, name))
-                store = tmp_path / f"{executor}-{done}"
+                restarts += 1  # a fresh store each time, or the finished one finishes at once again
+                store = tmp_path / f"{executor}-restart-{restarts}"
                 continue
             victims = [process.pid]
             if workers and done % 2 == 1:  # the parent and its workers at the same instant
