@@ -3,6 +3,7 @@ from a real tiny study (trained here) and a gradcheck of one of its runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -89,7 +90,10 @@ def test_optional_diagnostic_figures_are_skipped_when_a_snapshot_lacks_them(
     meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
     lines = [ln for ln in snap.read_text().splitlines() if ",diag_" not in ln]
     snap.write_text("\n".join(lines) + "\n")
-    meta["files"].pop("s.csv")
+    # ... and its metadata as such a snapshot's: the new table's sha256, no gradcheck file
+    meta["files"]["s.csv"] = hashlib.sha256(snap.read_bytes()).hexdigest()
+    meta["files"].pop(gradcheck_path(snap).name, None)
+    meta["rows"] = len(lines) - 1
     (tmp_path / "s.csv.meta.json").write_text(json.dumps(meta))
     gradcheck_path(snap).unlink(missing_ok=True)
     manifest = tmp_path / "figures.yaml"

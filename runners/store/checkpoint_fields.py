@@ -63,7 +63,7 @@ def checkpoint_problem(
     if not is_int(step) or step < 0:
         return f"step must be a non-negative integer, got {short_repr(step)}"
     if batches is not None and step != epoch * batches + position:
-        return f"step {step} is not epoch {epoch} x {batches} steps + {position}"
+        return f"step {short_repr(step)} is not epoch {epoch} x {batches} steps + {position}"
     if not _tensor_dict(payload["model"]):
         return "model is not a state dict of tensors"
     if payload["optimizer"] is not None and not isinstance(payload["optimizer"], dict):
