@@ -16,8 +16,8 @@ from runners.gradients.exact import (
     reference_generator,
     reference_gradient,
 )
-from runners.gradients.problems import frozen, problem_for
-from runners.training.diagnostics import image_losses
+from runners.gradients.problems import problem_for
+from runners.training.diagnostics import eval_mode, image_losses
 from runners.training.model import BinaryAutoencoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,7 +131,7 @@ def test_the_article_model_as_a_problem_scores_each_code_per_image():
     torch.manual_seed(0)
     model = BinaryAutoencoder("bernoulli", code_channels=3)
     images = torch.randn(2, 1, 28, 28)
-    with frozen(model):
+    with eval_mode(model):
         problem = problem_for(model, images)
         assert problem.logits.shape == (2, 3) and "encoder.0" in problem.layers
         b = codes(3, 0, 8, torch.float32, torch.device("cpu"))[:, None].expand(8, 2, 3)

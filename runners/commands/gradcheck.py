@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         return gradcheck_exact.run(args)
     # Every threshold estimator: the unbiased family has no backward through a threshold.
     every = [name for name in list_estimators() if describe(name)["family"] == "threshold"]
-    specs = _split_specs(args.estimators) if args.estimators else every
+    specs = gradcheck_exact.split_specs(args.estimators) if args.estimators else every
     result = check_run(
         folder,
         specs,
@@ -235,20 +235,3 @@ def format_table(result: dict[str, Any]) -> str:
 
 def _cell(value: float | None) -> str:
     return f"{'-':>10}" if value is None else f"{value:>10.3f}"
-
-
-def _split_specs(text: str) -> list[str]:
-    """Split on commas outside parentheses ("sigmoid(beta=4),identity")."""
-    specs, depth, current = [], 0, ""
-    for char in text:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            specs.append(current.strip())
-            current = ""
-        else:
-            current += char
-    specs.append(current.strip())
-    specs = [s for s in specs if s]
-    if not specs:
-        raise UserError("--estimators lists no estimator")
-    return specs

@@ -129,7 +129,8 @@ def check_exact(
     from runners.gradients.exact import MAX_ENUMERATED_BITS as MAX_BITS
     from runners.gradients.exact import reference_generator, reference_gradient
     from runners.gradients.measure import compare
-    from runners.gradients.problems import frozen, problem_for
+    from runners.gradients.problems import problem_for
+    from runners.training.diagnostics import eval_mode
     from ste_variants import describe, get_estimator, list_estimators
 
     if max_bits > MAX_BITS:
@@ -145,7 +146,7 @@ def check_exact(
     for estimator in estimators:
         estimator.set_progress(min(1.0, epoch / config.epochs))
     started = time.perf_counter()
-    with frozen(model):
+    with eval_mode(model):
         problem = problem_for(model, x)
         count, bits = problem.logits.shape
         cost = count * (2**bits if bits <= max_bits else reference_draws * (bits + 1))

@@ -6,7 +6,7 @@ nearest to 0%, 10%, 50% and 100% of training (0% → the first epoch's end) carr
 cosine of the mean of M estimates, for every encoder parameter as one vector (docs/gradients.md).
 They flow into metrics.jsonl, W&B, the tidy table and the analysis like every record key.
 
-Never changes training: the model is in eval mode and the global RNG is forked (`frozen`), the
+Never changes training: the model is in eval mode and the global RNG is forked (`runners.training.diagnostics.eval_mode`), the
 estimator is a fresh copy of the run's (at the run's progress), the noise comes from a generator
 of its own (seeded by the epoch), gradients come from `torch.autograd.grad` (no `.grad` is
 written).
@@ -22,9 +22,9 @@ import torch
 from runners.gradients import names
 from runners.gradients.exact import reference_generator, reference_gradient
 from runners.gradients.measure import TOTAL, compare
-from runners.gradients.problems import frozen, problem_for
+from runners.gradients.problems import problem_for
 from runners.training.data import normalize
-from runners.training.diagnostics import probe_indices
+from runners.training.diagnostics import eval_mode, probe_indices
 from ste_variants import get_estimator
 
 NOISE_SEED = 1_000_051  # the measurement's own noise (plus the epoch): never the run's stream
@@ -89,7 +89,7 @@ def gradient_error_record(
     own = get_estimator(estimator.spec)
     own.set_progress(estimator.progress)
     seed = NOISE_SEED + epoch
-    with frozen(model):
+    with eval_mode(model):
         problem = problem_for(model, x)
         ref = reference_gradient(
             problem.logits,

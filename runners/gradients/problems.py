@@ -13,25 +13,11 @@ The encoder's layers are its modules that hold parameters, named as in the state
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from runners.gradients.measure import Problem
-
-
-@contextlib.contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and the global RNG untouched for the block; both restored on exit."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        model.train(was_training)
 
 
 def encoder_layers(encoder: torch.nn.Module, prefix: str = "encoder") -> dict[str, dict]:
@@ -49,7 +35,7 @@ def problem_for(model: Any, x: torch.Tensor) -> Problem:
     """The problem of `model` (a VAE or the article's autoencoder) on the probe batch `x`.
 
     `x`: the VAE's binary images (B, 784), or the autoencoder's normalised images (B, 1, 28, 28).
-    Call it inside `frozen(model)` for the autoencoder (BatchNorm in eval mode).
+    Call it inside `runners.training.diagnostics.eval_mode(model)` for the autoencoder (BatchNorm in eval mode).
     """
     if hasattr(model, "objective") and hasattr(model, "logits"):
         logits = model.logits(x)

@@ -28,8 +28,7 @@ from runners.speed.grouped import (
     unstack_optimizer_state,
 )
 from runners.speed.strategies import model_step
-from runners.training.data import get_batch
-from runners.training.recipe import StepStrategy, build_optimizer
+from runners.training.recipe import build_optimizer
 from runners.training.session import resolve_device
 from runners.training.state import RunState
 
@@ -104,39 +103,25 @@ class StackSteps(Protocol):
 
 
 def stack_steps(
-    states: Sequence[RunState], mode: str, images: torch.Tensor, task: Any = None
+    states: Sequence[RunState], mode: str, images: torch.Tensor, task: Any
 ) -> StackSteps:
     """How `states` (runs at the same position) step on uint8 `images`: `mode` "grouped" or
-    "looped"; within it, each run's step strategy: the task's (`runners.tasks.base.Task.step`
-    and `.batch`), or with `task` None the article's from `runners.speed.strategies.model_step`
-    (eager, compiled or CUDA graph, per the runs' config). A task that is not `groupable`
-    always steps looped."""
-    if mode == "grouped" and (task is None or task.groupable):
+    "looped"; within it, each run's step strategy and batch are the task's
+    (`runners.tasks.base.Task.step` and `.batch`; the article's task steps through
+    `runners.speed.strategies.model_step`: eager, compiled or CUDA graph, per the runs' config).
+    A task that is not `groupable` always steps looped."""
+    if mode == "grouped" and task.groupable:
         return GroupedSteps(states, images)
     return LoopedSteps(states, images, task)
-
-
-def _run_step(state: RunState) -> StepStrategy:
-    config = state.config
-    return model_step(
-        state.model,
-        state.optimizer,
-        device=state.device,
-        precision=config.precision,
-        compile=config.compile,
-        cuda_graph=config.cuda_graph,
-        estimators=[state.model.estimator],
-    )
 
 
 class LoopedSteps:
     """Each run's own model and optimiser, stepped in turn by its own strategy."""
 
-    def __init__(self, states: Sequence[RunState], images: torch.Tensor, task: Any = None) -> None:
+    def __init__(self, states: Sequence[RunState], images: torch.Tensor, task: Any) -> None:
         self.images, self.task = images, task
         self.states = list(states)
-        make = _run_step if task is None else task.step
-        self.steps = [make(state) for state in self.states]
+        self.steps = [task.step(state) for state in self.states]
 
     def train(self) -> None:  # noqa: D102
         for state in self.states:
@@ -145,12 +130,7 @@ class LoopedSteps:
     def step(self, index: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:  # noqa: D102
         task, out = self.task, []
         for k, (state, step) in enumerate(zip(self.states, self.steps, strict=True)):
-            x = (
-                get_batch(self.images, index[k])
-                if task is None
-                else task.batch(state, self.images, index[k])
-            )
-            out.append(step(x))
+            out.append(step(task.batch(state, self.images, index[k])))
         return [loss for loss, _ in out], [norm for _, norm in out]
 
     def unload(self) -> None:  # noqa: D102
