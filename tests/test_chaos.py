@@ -134,20 +134,23 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, contex
         while done < count:
             process, tag = command(context, spec, store, workers, log)
             time.sleep(rng.uniform(*DELAY_S[executor]))
-            if process.exitcode is not None:  # the grid finished first: start it over
+            victims = [] if process.exitcode is not None else [process.pid]
+            if victims and workers and done % 2 == 1:  # the parent and its workers at once
+                victims += [pid for pid in tagged(tag) if pid != process.pid]
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended between the look and the kill
+                    pass
+            process.join(60)
+            if process.exitcode != -signal.SIGKILL:  # the grid finished first: start it over
                 assert process.exitcode == 0, log.read_text()[-3000:]
+                wait_gone(tag)
                 for name in cells:
                     same_cell(st.run_dir(store, name), st.run_dir(reference, name))
                 restarts += 1  # a fresh store each time, or the finished one finishes at once again
                 store = tmp_path / f"{executor}-restart-{restarts}"
                 continue
-            victims = [process.pid]
-            if workers and done % 2 == 1:  # the parent and its workers at the same instant
-                victims += [pid for pid in tagged(tag) if pid != process.pid]
-            for pid in victims:
-                os.kill(pid, signal.SIGKILL)
-            process.join(60)
-            assert process.exitcode == -signal.SIGKILL
             wait_gone(tag)
             done += 1
             kills += 1
