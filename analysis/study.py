@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.sources.table import STATUSES, StoreError, StudyData
+from analysis.sources.tidy import STATUSES, StoreError, StudyData
 from analysis.stats import planning
 from analysis.stats.metrics import TIMING_METRICS
 from analysis.stats.metrics import direction as metric_direction

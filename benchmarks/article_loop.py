@@ -15,7 +15,7 @@ asked, and the figure / test loop is dropped (the benchmark times training only)
 stops after `loss.item()`, which on a GPU waits for the queued work, as the article's per-epoch
 `print(f'Loss: {loss.item()}')` does.
 
-This file is not part of the installed package; `runners.bench.loops` imports it by path.
+This file is not part of the installed package; `runners.bench.main` imports it by path.
 """
 
 from __future__ import annotations

@@ -35,14 +35,14 @@ if threads:
     torch.set_num_threads(threads)
 sys.path.insert(0, {root!r})
 if kind == "article":
-    from runners.bench.loops import article_module
+    from runners.bench.main import article_module
     module, where = article_module()
     loop = module.ArticleLoop(device, root)
 else:
     from runners.bench.ours import OursLoop
     from runners.config import RunConfig
     from runners.training.data import prepare_data
-    from runners.training.session import resolve_device
+    from runners.training.device import resolve_device
     dev = resolve_device(device)
     config = RunConfig(dataset=dataset, device=str(dev),
                        data_root=root if dataset == "mnist" else None)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
 
     sys.path.insert(0, str(ROOT))  # the checkout's runners, installed or not: imported after this
-    from runners.bench.loops import bench_data
+    from runners.bench.main import bench_data
 
     child = _CHILD.format(root=str(ROOT))
     rows: list[dict] = []

@@ -111,7 +111,7 @@ _BENCH = {
 
 
 def _bench(out: Path, device: str, quick: bool, *, grid: bool) -> None:
-    from runners.bench.loops import run_bench
+    from runners.bench.main import run_bench
     from runners.bench.report import format_report
 
     name = "grid" if grid else "bench"

@@ -15,7 +15,7 @@ from analysis_synth import make_store
 
 from analysis.sources.snapshot import meta_path, read_snapshot, write_snapshot
 from analysis.sources.store import load_bit_rates, load_store, read_spec_index, scan_store
-from analysis.sources.table import BASE_COLUMNS, StoreError, build_table, parse_estimator
+from analysis.sources.tidy import BASE_COLUMNS, StoreError, build_table, parse_estimator
 from analysis.sources.wandb_runs import record_from_wandb
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from runners.bench.loaded import measure_loaded
-from runners.bench.loops import article_module, bench_data, run_bench
+from runners.bench.main import article_module, bench_data, run_bench
 from runners.bench.measure import conv_macs, flops_per_image
 from runners.bench.ours import OursLoop
 from runners.bench.report import format_report

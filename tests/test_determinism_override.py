@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runners.cli import build_parser, main
-from runners.commands.grid_table import with_determinism
+from runners.commands.parts.grid import with_determinism
 from runners.errors import UserError
 from runners.grids.spec import load_spec
 from runners.store import format as run_store

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.commands.run_slurm import run_on_slurm
+from runners.commands.parts.slurm import run_on_slurm
 from runners.executors.base import GridOutcome, LocalExecutor
 from runners.executors.cells import CellTask
 from runners.executors.display import ProgressOptions

@@ -22,7 +22,7 @@ from hypothesis import strategies as s
 from analysis.render.figures import load_manifest
 from analysis.sources.snapshot import meta_path, read_snapshot, write_snapshot
 from analysis.sources.store import read_cell, scan_store
-from analysis.sources.table import StoreError
+from analysis.sources.tidy import StoreError
 from runners.store import format as st
 from runners.store.checkpoint import load_checkpoint
 from runners.store.checkpoint_fields import MAX_TORCH_THREADS, checkpoint_problem

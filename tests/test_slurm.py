@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from slurm_helpers import cluster_problem, wait_until
 
-from runners.commands.run_slurm import add_arguments, options_from_args, run_on_slurm
+from runners.commands.parts.slurm import add_arguments, options_from_args, run_on_slurm
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.executors.cells import CellTask, execute_cell

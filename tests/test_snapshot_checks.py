@@ -15,7 +15,7 @@ from analysis_synth import make_store, spec_cells
 
 from analysis.sources.snapshot import meta_path, read_snapshot, write_snapshot
 from analysis.sources.store import scan_store
-from analysis.sources.table import StoreError
+from analysis.sources.tidy import StoreError
 from runners.cli import main
 from runners.store.format import TIMING_KEYS
 

@@ -13,7 +13,7 @@ import torch
 from test_wandb import of_type, offline_runs, wandb_records
 
 from runners.config import RunConfig
-from runners.engine.bookkeeping import Run
+from runners.engine.run import Run
 from runners.engine.train import Engine, train_run, train_runs
 from runners.executors import cells
 from runners.executors.cells import CellTask, execute_cells, plan_stacks
@@ -32,7 +32,7 @@ from runners.tracking.wandb_tracker import WandbOptions, wandb_run_id
 from runners.training.data import prepare_data
 from runners.training.metrics import strip_timing
 from runners.training.model import BinaryAutoencoder
-from runners.training.session import StopOnSignal
+from runners.training.stop import StopOnSignal
 
 # Three different estimators (one stochastic), three seeds: 2 epochs x 2 steps of 64 images.
 MEMBERS = (("hardtanh", 0), ("sigmoid(beta=4)", 1), ("bernoulli", 2))

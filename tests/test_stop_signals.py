@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from runners.cli import main
-from runners.engine import bookkeeping
+from runners.engine import run as engine_run
 from runners.grids.spec import load_spec
 from runners.store import format as st
 
@@ -55,7 +55,7 @@ def states(spec: Path, store: Path) -> list[str]:
 
 def signal_at(monkeypatch: pytest.MonkeyPatch, method: str, signum: int) -> None:
     """Send `signum` to this process the first time `Run.<method>` is entered."""
-    original = getattr(bookkeeping.Run, method)
+    original = getattr(engine_run.Run, method)
     sent = []
 
     def wrapped(self, *args, **kwargs):
@@ -64,7 +64,7 @@ def signal_at(monkeypatch: pytest.MonkeyPatch, method: str, signum: int) -> None
             os.kill(os.getpid(), signum)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(bookkeeping.Run, method, wrapped)
+    monkeypatch.setattr(engine_run.Run, method, wrapped)
 
 
 @pytest.mark.parametrize(
@@ -99,14 +99,14 @@ def test_a_stop_between_cells_stops_the_grid(
 ) -> None:
     """A signal after one cell's summary and before the next cell starts."""
     store = tmp_path / "store"
-    original = bookkeeping.Run.finish
+    original = engine_run.Run.finish
 
     def finish_then_signal(self, *args, **kwargs):
         summary = original(self, *args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
         return summary
 
-    monkeypatch.setattr(bookkeeping.Run, "finish", finish_then_signal)
+    monkeypatch.setattr(engine_run.Run, "finish", finish_then_signal)
     argv = ["run", str(spec), "--store", str(store), "--wandb", "disabled", "--no-progress"]
     assert main(argv) == 143
     assert states(spec, store) == ["completed", "missing", "missing"]

@@ -19,10 +19,10 @@ from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 from runners.tracking.tracker import Tracker
 from runners.training.data import normalize, prepare_data
+from runners.training.device import resolve_device
 from runners.training.evaluate import evaluate
 from runners.training.metrics import strip_timing
 from runners.training.recipe import build_model
-from runners.training.session import resolve_device
 from runners.training.state import RunState
 
 EPOCH_KEYS = {

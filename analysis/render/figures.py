@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from analysis.render import plots, plots_diagnostics, plots_gradients, plots_runs, style, tables
 from analysis.render.manifest_checks import manifest_problems
 from analysis.sources.snapshot import read_snapshot
-from analysis.sources.table import StoreError, StudyData
+from analysis.sources.tidy import StoreError, StudyData
 from analysis.stats.metrics import DIAGNOSTIC_METRICS, GRADIENT_ERROR_METRICS
 from analysis.study import StudyConfig, StudyResult, condition_labels, run_study
 from runners.store.format import atomic_write_text

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.sources.snapshot_checks import meta_problem, verify_snapshot
-from analysis.sources.table import StoreError, StudyData, cells_from_table, coerce
+from analysis.sources.tidy import StoreError, StudyData, cells_from_table, coerce
 from runners.store.format import atomic_write_bytes, atomic_write_json, read_json
 
 FORMAT = "ste-ablations snapshot"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.sources.table import StoreError
+from analysis.sources.tidy import StoreError
 
 # The dtypes a snapshot writes (pandas names); `value` is always float64.
 DTYPES = frozenset({"str", "object", "string", "boolean", "bool", "Int64", "int64", "float64"})

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.sources.gradcheck import read_gradcheck_exacts, read_gradchecks
-from analysis.sources.table import (
+from analysis.sources.tidy import (
     STATUSES,
     CellRecord,
     StoreError,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.sources.table import (
+from analysis.sources.tidy import (
     CellRecord,
     StoreError,
     StudyData,

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from runners.config import MAX_EPOCHS, RunConfig
-from runners.engine.bookkeeping import Run
 from runners.engine.loop import BatchLoop, step_mode
+from runners.engine.run import Run
 from runners.tasks.lookup import get_task
-from runners.training.session import torch_settings
+from runners.training.process import torch_settings
 from runners.training.state import RunState
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """The tables of a `runners.bench.loops.run_bench` result, as text."""
+    """The tables of a `runners.bench.main.run_bench` result, as text."""
     load = result.get("load_average")
     lines = [
         f"device {result['device']} ({result['device_name']}), {result['threads']} threads, "

@@ -32,7 +32,7 @@ from runners.config import RunConfig
 from runners.config_tasks import VAE_TRAIN_SIZES
 from runners.tasks.vae_model import BernoulliVAE, bernoulli_log_prob
 from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, selection
-from runners.training.session import resolve_device
+from runners.training.device import resolve_device
 
 EMA = 0.999
 

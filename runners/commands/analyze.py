@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.commands import analyze_wandb
-from runners.commands.grid_table import (
+from runners.commands.parts import analyze_wandb
+from runners.commands.parts.grid import (
     add_determinism,
     add_max_cells,
     at_least_one,
@@ -22,7 +22,7 @@ from runners.commands.grid_table import (
     thread_mix_warning,
     with_determinism,
 )
-from runners.commands.report_folder import write_report_folder
+from runners.commands.parts.report_folder import write_report_folder
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import load_spec, valid_name
@@ -168,7 +168,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
     from analysis.sources.snapshot import bits_path, gradcheck_path, meta_path, write_snapshot
     from analysis.sources.store import scan_store
-    from analysis.sources.table import StoreError
+    from analysis.sources.tidy import StoreError
 
     spec = _load_spec(args.spec, args.max_cells, args.determinism)
     out = Path(args.out)
@@ -219,7 +219,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from analysis.render.report import write_analysis
     from analysis.sources.snapshot import read_meta, read_snapshot
     from analysis.sources.store import scan_store
-    from analysis.sources.table import StoreError
+    from analysis.sources.tidy import StoreError
     from analysis.stats import metrics
     from analysis.study import StudyConfig, run_study
 
@@ -327,7 +327,7 @@ def _analyze(args: argparse.Namespace) -> int:
 def _figures(args: argparse.Namespace) -> int:
     # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
     from analysis.render.figures import regenerate
-    from analysis.sources.table import StoreError
+    from analysis.sources.tidy import StoreError
 
     try:
         written = regenerate(args.manifest, out=args.out, only=args.only)

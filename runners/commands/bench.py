@@ -90,7 +90,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, bench, print."""
-    from runners.bench.loops import run_bench  # torch: see the note on imports
+    from runners.bench.main import run_bench  # torch: see the note on imports
 
     if args.task not in ("autoencoder", "bernoulli_vae"):
         raise UserError(f"--task must be autoencoder or bernoulli_vae, got {args.task!r}")

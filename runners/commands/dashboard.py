@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runners.commands.grid_table import add_max_cells, check_store
+from runners.commands.parts.grid import add_max_cells, check_store
 from runners.errors import UserError
 from runners.grids.spec import load_spec
 from runners.store.format import TIMING_KEYS, read_jsonl, run_dir

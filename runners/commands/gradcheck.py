@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from runners.commands import gradcheck_exact
-from runners.commands.grid_table import at_least_one
+from runners.commands.parts import gradcheck_exact
+from runners.commands.parts.grid import at_least_one
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.store import format as st
@@ -139,9 +139,9 @@ def check_run(
     # torch: see the note on imports
     from runners.store.checkpoint import load_checkpoint
     from runners.training.data import normalize, prepare_data
+    from runners.training.device import resolve_device
     from runners.training.diagnostics import diagnose, probe_indices
     from runners.training.recipe import build_model
-    from runners.training.session import resolve_device
     from ste_variants import get_estimator
 
     doc = st.read_config(folder)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Re-train the chosen cells; print one line per cell; 0 when all are bit-identical."""
     # analysis (pandas) and the engine (torch) are slow to import: only this command loads them
     from analysis.sources.snapshot import read_meta, read_snapshot
-    from analysis.sources.table import StoreError
+    from analysis.sources.tidy import StoreError
     from runners.engine.train import train_run
     from runners.store.format import METRICS, read_jsonl, run_dir
     from runners.store.runtime import runtime_record

@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runners.commands import run_slurm
-from runners.commands.grid_table import (
+from runners.commands.parts import slurm as run_slurm
+from runners.commands.parts.grid import (
     add_determinism,
     add_spec_and_store,
     at_least_one,
@@ -313,7 +313,7 @@ def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
 
 def _check_devices(cells: list[Cell]) -> None:
     """UserError (one line) when a cell's device is not on this machine."""
-    from runners.training.session import resolve_device  # torch: see the note on imports
+    from runners.training.device import resolve_device  # torch: see the note on imports
 
     for device in sorted({c.config.device for c in cells}):
         resolve_device(device)

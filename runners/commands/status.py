@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from runners.commands.grid_table import (
+from runners.commands.parts.grid import (
     add_determinism,
     add_spec_and_store,
     check_store,

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runners.commands.grid_table import check_store
+from runners.commands.parts.grid import check_store
 from runners.config import RunConfig, apply_overrides
 from runners.errors import UserError
 from runners.store.format import run_dir

@@ -6,7 +6,7 @@
 `train_run` runs. Each step: the estimators' progress, the next batch of every run from its own
 seeded epoch order (`RunState.epoch_order`), one shared step (`runners.speed.stacking.stack_steps`:
 each run's step strategy, or one grouped model), and each run's step bookkeeping
-(`runners.engine.bookkeeping.Run`): `add_step`, then a read-back (`flush`: step records, tracker,
+(`runners.engine.run.Run`): `add_step`, then a read-back (`flush`: step records, tracker,
 progress, the divergence check) every `sync_every` steps, at the epoch's last step and on a stop.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from runners.engine.bookkeeping import Run
+from runners.engine.run import Run
 from runners.speed.stacking import StackSteps, default_mode, stack_steps
 
 
@@ -33,7 +33,7 @@ class BatchLoop:
     Args:
         runs: the runs, each with its `state`; they step in this order.
         mode: "looped" or "grouped" (`step_mode`).
-        stop: a flag read after every step (`runners.training.session.StopOnSignal`); None: never.
+        stop: a flag read after every step (`runners.training.stop.StopOnSignal`); None: never.
         bar: a stack's step bar (tqdm), updated after every step; None: none.
 
     Attributes:

@@ -4,7 +4,7 @@
 `train_run(config, store)` is the same for one cell: a single run is a stack of one.
 
 - Each run keeps its own state (`runners.training.state.RunState`: model, optimiser, both
-  generators, position, records) and bookkeeping (`runners.engine.bookkeeping.Run`: folder,
+  generators, position, records) and bookkeeping (`runners.engine.run.Run`: folder,
   checkpoint, logs, tracker, summary); only the step is shared, as `runners.speed.stacking`
   chooses ("looped": each run's own step in turn, bit-identical to separate runs; "grouped": one
   grouped model on CUDA).
@@ -32,22 +32,17 @@ import torch
 
 from runners.config import RunConfig
 from runners.determinism import check_active
-from runners.engine.bookkeeping import Run
 from runners.engine.claims import CellBusyError, claim_cells, final_summary
 from runners.engine.loop import BatchLoop, step_mode
 from runners.engine.progress import stack_bar
+from runners.engine.run import Run
 from runners.speed.stacking import check_mode, check_stackable
 from runners.store import format as st
 from runners.tasks.lookup import get_task
 from runners.tracking.tracker import Tracker
-from runners.training.session import (
-    INTERRUPT_EXIT_CODES,
-    StopOnSignal,
-    cudnn_autotune,
-    elapsed,
-    resolve_device,
-    torch_settings,
-)
+from runners.training.device import cudnn_autotune, elapsed, resolve_device
+from runners.training.process import torch_settings
+from runners.training.stop import INTERRUPT_EXIT_CODES, StopOnSignal
 
 
 def train_run(

@@ -72,7 +72,7 @@ def set_worker_resources(device: str | None, threads: int | None) -> None:
 
     The thread count is the process's, not a config value: a cell whose config leaves
     `num_threads` unset starts with it, but resumes with the count it started with (results on
-    the CPU depend on it; see `runners.training.session.keep_thread_count`).
+    the CPU depend on it; see `runners.training.process.keep_thread_count`).
     """
     global _WORKER_DEVICE
     _WORKER_DEVICE = device

@@ -25,7 +25,7 @@ from runners.executors.cells import CellTask, execute_cells, summary_after_inter
 from runners.executors.display import CellDisplay, ProgressOptions
 from runners.executors.pool import PoolExecutor
 from runners.executors.signals import catch_signals
-from runners.training.session import take_stop_signal
+from runners.training.stop import take_stop_signal
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,7 +42,7 @@ from runners.executors.cells import (
 )
 from runners.executors.display import CellDisplay
 from runners.executors.signals import STOP_SIGNALS, catch_signals, raise_interrupt
-from runners.training.session import take_stop_signal
+from runners.training.stop import take_stop_signal
 
 # Set in each worker by `_init_worker`.
 _PARENT_PID: int | None = None

@@ -10,7 +10,7 @@ gradient is exactly its unstacked gradient; Adam is elementwise, so one Adam ove
 tensors is K Adams (same lr, betas, eps, bias correction: the step count is shared).
 
 Each member keeps everything else of an ordinary run (`runners.training.state.RunState` and
-`runners.engine.bookkeeping.Run`): its folder, lock, config.json, data and noise generators,
+`runners.engine.run.Run`): its folder, lock, config.json, data and noise generators,
 per-step and per-epoch logs, evaluation, checkpoint (unstacked: a stacked cell resumes stacked
 or alone), figure, summary and tracker. Results equal the unstacked run's up to float rounding
 (grouped kernels sum in another order); `runners.training.kernels` explains how such rounding

@@ -28,8 +28,8 @@ from runners.speed.grouped import (
     unstack_optimizer_state,
 )
 from runners.speed.strategies import model_step
+from runners.training.device import resolve_device
 from runners.training.recipe import build_optimizer
-from runners.training.session import resolve_device
 from runners.training.state import RunState
 
 # Fields that may differ between the members of one stack; every other field must be equal.

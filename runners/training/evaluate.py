@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from runners.store.format import atomic_write_bytes
 from runners.training.data import normalize
-from runners.training.session import autocast
+from runners.training.device import autocast
 
 EVAL_BATCH = 1000  # fixed, so evaluation arithmetic does not depend on the dataset size
 FIGURE_IMAGES = 5  # the article's figure: five originals beside their reconstructions

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from runners.config import RunConfig
+from runners.training.device import autocast
 from runners.training.kernels import adam, prepare_model
 from runners.training.model import BinaryAutoencoder
-from runners.training.session import autocast
 
 STREAMS = ("init", "data", "noise")
 

@@ -63,7 +63,7 @@ class RunState:
         self.wall_before = 0.0  # wall time of earlier sessions of this run
         self.session_start = time.perf_counter()
         # The thread count the run started with (recorded; a resumed CPU run keeps it: see
-        # `runners.training.session.keep_thread_count`) and the one it trains with now.
+        # `runners.training.process.keep_thread_count`) and the one it trains with now.
         self.torch_threads: Any = torch.get_num_threads()
         self.train_threads = self.torch_threads
         # The hardware that shapes the numbers; a run resumed on other kernels spans machines.

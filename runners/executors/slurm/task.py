@@ -30,7 +30,7 @@ from runners.executors.cells import (
     set_worker_resources,
     summary_after_interrupt,
 )
-from runners.training.session import take_stop_signal
+from runners.training.stop import take_stop_signal
 
 
 class CellBatch(submitit.helpers.Checkpointable):

@@ -50,8 +50,9 @@ from runners.training.data import (
     prepare_data,
     resolve_data_root,
 )
+from runners.training.device import resolve_device
 from runners.training.diagnostics import epoch_diagnostics, probe_indices
-from runners.training.session import resolve_device, torch_settings
+from runners.training.process import torch_settings
 
 # --------------------------------------------------------------------------- data, article loop
 

@@ -26,7 +26,7 @@ from runners.store.provenance import write_config
 from runners.tasks.lookup import get_task
 from runners.tracking.tracker import SafeTracker, Tracker
 from runners.training.data import batch_bounds
-from runners.training.session import keep_thread_count, runtime_info
+from runners.training.process import keep_thread_count, runtime_info
 from runners.training.state import RunState
 
 Outcome = tuple[str, str | None]  # (status, error)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runners.commands.grid_table import at_least_one
+from runners.commands.parts.grid import at_least_one
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.store import format as st
@@ -192,7 +192,7 @@ def _load(folder: Path, config: RunConfig, probe: int, device: str, data_root: s
     from runners.gradients.during import probe_batch  # torch: see the note on imports
     from runners.store.checkpoint import load_checkpoint
     from runners.tasks.lookup import get_task
-    from runners.training.session import resolve_device
+    from runners.training.device import resolve_device
 
     ckpt = load_checkpoint(folder, config.run_id)
     if ckpt is None:
