@@ -299,6 +299,8 @@ def test_stacking_inside_array_tasks() -> None:
     assert (gpus.stack_size(), gpus.chunk_size()) == (32, 40)  # automatic on GPUs, capped
     told = options_from_args(parse("--gpus-per-task", "1", "--stack", "4"))
     assert (told.stack_size(), told.chunk_size()) == (4, 4)  # a task holds at least one stack
+    # The spec's stack counts when --stack is not given; --stack wins over it.
+    assert (gpus.stack_size(spec=5), plain.stack_size(spec=5), told.stack_size(spec=5)) == (5, 5, 4)
 
 
 def test_array_tasks_hold_whole_stacks() -> None:

@@ -24,7 +24,7 @@ from runners.speed.grouped import (
     stack_optimizer_state,
     unstack_optimizer_state,
 )
-from runners.speed.stacking import auto_stack, check_stackable
+from runners.speed.stacking import check_stackable
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
 from runners.tracking.tracker import Tracker
@@ -277,7 +277,6 @@ def test_stacking_rules():
         check_stackable([configs()[0], configs()[0]])
     with pytest.raises(NotStackableError, match="unknown stack mode"):
         train_runs(configs(), "unused", mode="vmap")
-    assert auto_stack("cpu", 80) == 1
     more = [c.replace(seed=c.seed + 10) for c in configs()]
     tasks = [CellTask(config=c, store="s") for c in [*configs(), *configs(lr=0.01), *more]]
     groups = plan_stacks(tasks, 2)

@@ -20,7 +20,7 @@ from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.engine.loop import step_mode
 from runners.engine.train import train_run, train_runs
-from runners.speed.stacking import auto_stack
+from runners.speed.stack_size import decide_stack
 from runners.tasks.lookup import get_task
 from runners.training.data import batch_bounds
 from runners.training.evaluate import evaluate
@@ -55,7 +55,7 @@ def run_grid(
 ) -> dict[str, Any]:
     """Time the grid; returns a JSON-ready dict (see `runners.bench.report.format_grid`)."""
     cells, epochs = grid
-    k = max(1, min(stack or auto_stack(str(device), cells), cells))
+    k = max(1, min(decide_stack(stack or None, None, device.type, cells).size, cells))
     configs = grid_configs(config, cells, epochs, k)
     n_train = len(data.train)
     steps_per_epoch = len(batch_bounds(n_train, config.batch_size))

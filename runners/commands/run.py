@@ -32,6 +32,7 @@ from runners.commands.parts.grid import (
 )
 from runners.errors import UserError
 from runners.grids.spec import Cell, Spec, load_spec
+from runners.speed.stack_size import StackSize, decide_stack
 from runners.store import format as run_store
 from runners.store.format import atomic_write_json
 from runners.store.lock import folder_lock
@@ -183,21 +184,13 @@ def spec_stack(cells: list[Cell]) -> int | None:
     return max(given) if given else None
 
 
-def stack_size(requested: int | None, todo: list[Cell], workers: int) -> tuple[int, str]:
-    """How many cells train together, and why: --stack, else the spec's, else automatic.
+def stack_size(requested: int | None, todo: list[Cell], workers: int) -> StackSize:
+    """How many cells train together here, and why (`runners.speed.stack_size.decide_stack`
+    on --stack, the spec's `stack`, and the kind of device the cells name)."""
+    from runners.training.device import device_kind  # torch: see the note on imports
 
-    Automatic (`runners.speed.stacking.auto_stack`): 1 on the CPU; on a GPU the cells each
-    worker gets, at most 32.
-    """
-    from runners.speed.stacking import auto_stack  # torch: see the note on imports
-
-    if requested is not None:
-        return requested, "--stack"
-    given = spec_stack(todo)
-    if given is not None:
-        return given, "spec"
-    per_worker = -(-len(todo) // max(1, workers))
-    return auto_stack(todo[0].config.device, per_worker), "automatic"
+    kind = device_kind(todo[0].config.device)
+    return decide_stack(requested, spec_stack(todo), kind, len(todo), workers)
 
 
 # ----------------------------------------------------------------------------- run
@@ -262,9 +255,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         CellTask(c.config, root, spec.name, dict(c.factors), wandb, progress=None) for c in todo
     ]
     if slurm is not None:
-        # The compute nodes' GPUs are not visible here: --stack, else the spec's, else the
-        # SLURM options decide (SlurmOptions.stack_size).
-        stack = args.stack if args.stack is not None else spec_stack(todo)
+        # The compute nodes' GPUs are not visible here: the SLURM options name the device.
+        stack = slurm.stack_size(spec=spec_stack(todo))
         return run_slurm.run_on_slurm(
             tasks, replace(slurm, stack=stack), store, wait=args.wait, spec_arg=args.spec
         )

@@ -1,14 +1,15 @@
 """Stacks: K runs of one grid trained in step in one process (a speed setting).
 
 Which runs may share a stack (`stack_key`, `check_stackable`: equal but for estimator and seed),
-how large a stack is when the user gives no size (`auto_stack`), and how a stack's step executes,
-chosen in one place (`stack_steps`):
+and how a stack's step executes, chosen in one place (`stack_steps`):
 
 - "looped" (the default on the CPU, where grouped kernels measured slower than K plain ones):
   each run's own model and optimiser, stepped in turn by its own step strategy; bit-identical to
   separate runs. A single run is a looped stack of one.
 - "grouped" (the default on CUDA): one `StackedAutoencoder` and one Adam for all K runs; results
   equal separate runs' up to float rounding (grouped kernels sum in another order).
+
+How many cells a stack holds is decided in `runners.speed.stack_size`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,11 @@ from runners.speed.grouped import (
     unstack_optimizer_state,
 )
 from runners.speed.strategies import model_step
-from runners.training.device import resolve_device
 from runners.training.recipe import build_optimizer
 from runners.training.state import RunState
 
 # Fields that may differ between the members of one stack; every other field must be equal.
 MEMBER_FIELDS = ("estimator", "seed", "stack")
-GPU_MAX_STACK = 32
 MODES = ("grouped", "looped")
 
 
@@ -75,15 +74,6 @@ def check_mode(mode: str | None) -> None:
 def default_mode(device: torch.device) -> str:
     """ "grouped" on CUDA (fills the device), "looped" on the CPU (grouped kernels are slower)."""
     return "grouped" if device.type == "cuda" else "looped"
-
-
-def auto_stack(device: str, cells: int) -> int:
-    """Stack size when none is given: 1 on the CPU, up to GPU_MAX_STACK on CUDA."""
-    try:
-        resolved = resolve_device(device)
-    except Exception:  # an unusable device is reported by the run itself
-        return 1
-    return max(1, min(cells, GPU_MAX_STACK)) if resolved.type == "cuda" else 1
 
 
 class StackSteps(Protocol):

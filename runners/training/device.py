@@ -1,6 +1,7 @@
 """Which device a run trains on, its precision, and how long its queued work took.
 
-`resolve_device` turns the config's "auto"/"cpu"/"cuda:N" into a checked `torch.device`;
+`resolve_device` turns the config's "auto"/"cpu"/"cuda:N" into a checked `torch.device`
+(`device_kind`: its type, or None when it is not usable here);
 `autocast` wraps a forward in bf16 when asked; `elapsed` times device work; `cudnn_autotune`
 turns on cuDNN's algorithm search while fixed-shape stacks train.
 """
@@ -34,6 +35,15 @@ def resolve_device(spec: str) -> torch.device:
                 f"device {spec!r} asked for, but this machine has {count} CUDA device(s)"
             )
     return device
+
+
+def device_kind(spec: str) -> str | None:
+    """The type of the device `spec` names here ("cpu", "cuda", ...), or None when it is not
+    usable here (the run itself reports that)."""
+    try:
+        return resolve_device(spec).type
+    except Exception:
+        return None
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

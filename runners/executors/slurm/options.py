@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from runners.speed.stack_size import decide_stack
+
 DEFAULT_TIME_MIN = 120
 
 
@@ -35,15 +37,12 @@ class SlurmOptions:
     stack: int | None = None
     stack_mode: str | None = None
 
-    def stack_size(self) -> int:
-        """Cells each task trains together: `stack` when given, else, with GPUs, the task's
-        cells (at most `runners.speed.stacking.GPU_MAX_STACK`), else 1."""
-        # stacking imports torch; the command line reads these options before it needs torch
-        from runners.speed.stacking import GPU_MAX_STACK
-
-        if self.stack is not None:
-            return self.stack
-        return min(self.cells_per_task, GPU_MAX_STACK) if self.gpus_per_task else 1
+    def stack_size(self, spec: int | None = None) -> int:
+        """Cells each task trains together (`runners.speed.stack_size.decide_stack`): `stack`
+        when given, else `spec` (the spec's `stack`) when given, else, with GPUs, the task's
+        cells (at most `runners.speed.stack_size.GPU_MAX_STACK`), else 1."""
+        kind = "cuda" if self.gpus_per_task else "cpu"
+        return decide_stack(self.stack, spec, kind, self.cells_per_task).size
 
     def chunk_size(self) -> int:
         """Cells per array task: `cells_per_task`, raised to the stack size."""
