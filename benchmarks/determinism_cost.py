@@ -9,8 +9,10 @@ so machine load hits both alike.
 
     python benchmarks/determinism_cost.py [--steps 200] [--rounds 3] [--threads 1] [--json]
 
-Data: full MNIST under $STE_DATA_ROOT, else the bundled mnist-mini. Prints one line per process
-and the medians; the ratio portable / machine is the share of speed portable mode keeps.
+Data: full MNIST where the children's runs find it ($STE_DATA_ROOT, else the per-user cache
+folder: `runners.training.data.mnist_available`), else the bundled mnist-mini. Prints one line
+per process and the medians; the ratio portable / machine is the share of speed portable mode
+keeps.
 """
 
 from __future__ import annotations
@@ -52,8 +54,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    root = os.environ.get("STE_DATA_ROOT")
-    dataset = "mnist" if root and (Path(root) / "MNIST" / "raw").is_dir() else "mnist-mini"
+    sys.path.insert(0, str(ROOT))  # the checkout's runners, as in the child processes
+    # After the line above; torch loads here too, which the children's kernels never see.
+    from runners.training.data import mnist_available
+
+    dataset = "mnist" if mnist_available() else "mnist-mini"
     env = {k: v for k, v in os.environ.items() if k != "STE_DETERMINISM"}
     results: dict[str, list[float]] = {"machine": [], "portable": []}
     capability = {}

@@ -4,10 +4,10 @@
 
 Trains one run (the article's recipe, seed 0) STEPS steps (default 30) in each variant through
 the engine's batch loop (`runners.bench.ours.OursLoop`: the run's own seeded batch order over the
-first STEPS x 64 images of the fixed training selection; full MNIST under $STE_DATA_ROOT, else
-mnist-mini) and prints the relative difference of the training loss to the plain one-thread run
-at steps 1, 10 and STEPS, and of the test MSE (1000 test images) and binary codes after
-training. Rounding differences of ~1e-7 grow in this training (code bits flip, Adam scales up
+first STEPS x 64 images of the fixed training selection; full MNIST where runs find it, else
+mnist-mini: `runners.training.data.mnist_available`) and prints the relative difference of the
+training loss to the plain one-thread run at steps 1, 10 and STEPS, and of the test MSE (1000
+test images) and binary codes after training. Rounding differences of ~1e-7 grow in this training (code bits flip, Adam scales up
 pure-rounding gradients): compare a variant with the "plain, 2 threads" row, which is the same
 code summed in another order.
 """
@@ -21,7 +21,7 @@ import torch
 
 from runners.bench.ours import OursLoop
 from runners.config import RunConfig
-from runners.training.data import MNIST_FILES, resolve_data_root
+from runners.training.data import mnist_available
 from runners.training.evaluate import evaluate
 
 VARIANTS = {
@@ -45,19 +45,17 @@ def run(config, steps, threads=1, fast=False, mode=None):
 
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-    root = resolve_data_root()
-    full = all((root / "MNIST" / "raw" / f).is_file() for f in MNIST_FILES)
-    dataset = "mnist" if full else "mnist-mini"
+    root = mnist_available()
     config = RunConfig(
-        dataset=dataset,
+        dataset="mnist" if root else "mnist-mini",
         train_subset=steps * 64,
         test_subset=1000,
         device="cpu",
-        data_root=str(root) if full else None,
+        data_root=str(root) if root else None,
     )
     ref = run(config, steps)
     print(
-        f"{'full MNIST' if full else 'mnist-mini'}, {steps} steps; plain 1-thread loss "
+        f"{'full MNIST' if root else 'mnist-mini'}, {steps} steps; plain 1-thread loss "
         f"{ref[0][0]:.5f} -> {ref[0][-1]:.5f}, test MSE {ref[1]:.5f}"
     )
     print(f"| variant | step 1 | step 10 | step {steps} | max | test MSE | code bits differing |")

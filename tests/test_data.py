@@ -21,8 +21,8 @@ SHARED_MNIST = REPO.parent / "shared" / "datasets"  # beside the checkout, when 
 
 def _full_mnist_root() -> Path | None:
     for root in (os.environ.get("STE_DATA_ROOT"), SHARED_MNIST):
-        if root and all((Path(root) / "MNIST" / "raw" / f).is_file() for f in data.MNIST_FILES):
-            return Path(root)
+        if root and (found := data.mnist_available(root)):
+            return found
     return None
 
 
@@ -50,6 +50,27 @@ def test_data_root_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data.resolve_data_root(None) == tmp_path / "home" / ".cache" / "ste-ablations" / "data"
+
+
+def test_mnist_available_needs_all_four_files_where_a_run_looks(monkeypatch, tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.MNIST_FILES[:-1]:
+        (raw / name).write_bytes(b"")
+    assert data.mnist_available(tmp_path / "data") is None  # three of four
+    (raw / data.MNIST_FILES[-1]).mkdir()
+    assert data.mnist_available(tmp_path / "data") is None  # a folder is not the file
+    (raw / data.MNIST_FILES[-1]).rmdir()
+    (raw / data.MNIST_FILES[-1]).write_bytes(b"")  # contents are checked when they load
+    for given in (tmp_path / "data", raw.parent, raw, str(raw)):  # the root, as runs take it
+        assert data.mnist_available(given) == tmp_path / "data"
+    monkeypatch.setenv("STE_DATA_ROOT", str(raw))
+    assert data.mnist_available() == tmp_path / "data"
+    monkeypatch.setenv("STE_DATA_ROOT", str(tmp_path / "elsewhere"))
+    assert data.mnist_available() is None
+    monkeypatch.delenv("STE_DATA_ROOT")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.mnist_available() is None  # the per-user cache folder, empty
 
 
 def test_missing_mnist_is_one_clear_error(tmp_path):

@@ -43,13 +43,7 @@ from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.training import kernels
-from runners.training.data import (
-    MNIST_FILES,
-    load_arrays,
-    normalize,
-    prepare_data,
-    resolve_data_root,
-)
+from runners.training.data import load_arrays, mnist_available, normalize, prepare_data
 from runners.training.device import resolve_device
 from runners.training.diagnostics import epoch_diagnostics, probe_indices
 from runners.training.process import torch_settings
@@ -80,8 +74,8 @@ def bench_data(data_root: str | None) -> Iterator[tuple[str, str]]:
     mnist-mini is written to a temporary folder as the four IDX files torchvision reads, so the
     article's loop reads it through its own unchanged `datasets.MNIST`.
     """
-    root = resolve_data_root(data_root)
-    if all((root / "MNIST" / "raw" / name).is_file() for name in MNIST_FILES):
+    root = mnist_available(data_root)
+    if root is not None:
         yield "mnist", str(root)
         return
     train, test = load_arrays("mnist-mini")

@@ -31,7 +31,7 @@ from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.config_tasks import VAE_TRAIN_SIZES
 from runners.tasks.vae_model import BernoulliVAE, bernoulli_log_prob
-from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, selection
+from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, mnist_available, selection
 from runners.training.device import resolve_device
 
 EMA = 0.999
@@ -141,11 +141,7 @@ def run_vae_bench(
     resolved = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    try:
-        load_arrays("mnist", data_root, download=False)
-        dataset = "mnist"
-    except Exception:
-        dataset = "mnist-mini"
+    dataset = "mnist" if mnist_available(data_root) else "mnist-mini"
     train, _ = load_arrays(dataset, data_root, download=False)
     index = selection(len(train), TRAIN_SELECTION_SEED)[: VAE_TRAIN_SIZES[dataset]]
     images = train.images.index_select(0, index)

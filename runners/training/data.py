@@ -82,6 +82,15 @@ def torchvision_root(folder: Path) -> Path:
     return folder
 
 
+def mnist_available(data_root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder holding MNIST/raw/ with MNIST's four IDX files (`MNIST_FILES`), when all four
+    are there: `data_root` resolved as a run resolves it (`resolve_data_root`, then
+    `torchvision_root`); else None. Their contents are checked when they load (`check_mnist`)."""
+    root = torchvision_root(resolve_data_root(data_root))
+    raw = root / "MNIST" / "raw"
+    return root if all((raw / name).is_file() for name in MNIST_FILES) else None
+
+
 class MissingDataError(UserError):
     """MNIST's files are not where the run looks, and were not downloaded there.
 
@@ -200,8 +209,7 @@ def _load_mnist(root: str, download: bool) -> tuple[Split, Split]:
     from torchvision.datasets import MNIST
 
     raw = Path(root) / "MNIST" / "raw"
-    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
-    if missing and not download:
+    if not download and mnist_available(root) is None:
         raise MissingDataError(raw)
     created = [p for p in (Path(root), Path(root) / "MNIST", raw) if not p.exists()]
     try:
