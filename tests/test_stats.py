@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis.stats.metrics import direction, lower_is_better
 from analysis.stats.omnibus import average_ranks, cd_groups, nemenyi_cd, omnibus
 from analysis.stats.pairwise import (
     benjamini_hochberg,
@@ -30,6 +29,7 @@ from analysis.stats.planning import (
     significance_warnings,
 )
 from analysis.stats.summary import bootstrap_ci, describe, iqm, mean_stat
+from runners.store.records import direction, lower_is_better
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
