@@ -29,7 +29,6 @@ from analysis.stats.planning import (
     significance_warnings,
 )
 from analysis.stats.summary import bootstrap_ci, describe, iqm, mean_stat
-from runners.store.records import direction, lower_is_better
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
@@ -223,14 +222,6 @@ def test_seed_planner_paired_t():
     assert seeds_needed(0.0, 1.0) is None
     more = seeds_needed(1.0, 1.0, comparisons=6)
     assert more is not None and more > 10
-
-
-def test_metric_directions():
-    assert lower_is_better("test_mse") and direction("test_mse") == "lower"
-    assert direction("test_psnr") == "higher" and direction("probe_accuracy") == "higher"
-    assert direction("bit_flip_rate", "higher") == "higher"
-    with pytest.raises(ValueError, match="direction"):
-        direction("bit_flip_rate")
 
 
 def test_stats_never_imports_plotting():

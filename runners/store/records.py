@@ -19,6 +19,7 @@ DRAWS = 8  # the diagnostics' noise draws per stochastic estimator
 GRADIENT_ERROR_PREFIX = "gerr_"
 GRADIENT_ERROR_MS = (1, 16)  # estimates averaged, for the rmse and cosine keys
 GRADIENT_ERROR_BUDGETS = (16,)  # objective evaluations per example, for the equal-cost key
+GRADIENT_ERROR_TIME = f"{GRADIENT_ERROR_PREFIX}time_s"  # seconds the checkpoint took
 
 # Keys of an epoch record that are not metrics: its place in training and a per-bit list.
 RECORD_INDEX = ("epoch", "step")
@@ -126,10 +127,20 @@ _ROWS: tuple[Metric, ...] = (
         for m in GRADIENT_ERROR_MS
     ),
     Metric(f"{_G}bias_p", GRADIENT_ERROR, None, "p-value of zero bias"),
-    Metric(f"{_G}time_s", GRADIENT_ERROR, LOWER, "exact-gradient check time (s)", timing=True),
+    Metric(GRADIENT_ERROR_TIME, GRADIENT_ERROR, LOWER, "exact-gradient check time (s)", True),
 )
 
-METRICS: dict[str, Metric] = {row.name: row for row in _ROWS}
+
+def _by_name(rows: tuple[Metric, ...]) -> dict[str, Metric]:
+    table: dict[str, Metric] = {}
+    for row in rows:
+        if row.name in table:
+            raise ValueError(f"metric {row.name!r} is listed twice")
+        table[row.name] = row
+    return table
+
+
+METRICS: dict[str, Metric] = _by_name(_ROWS)  # the table, by name, in its order
 
 
 def metric_names(
@@ -153,7 +164,6 @@ SUMMARY_METRICS = metric_names(SUMMARY)
 # The gradient diagnostics and the exact-gradient checkpoints in their figures' order (no times).
 DIAGNOSTIC_METRICS = metric_names(DIAGNOSTIC, timing=False)
 GRADIENT_ERROR_METRICS = metric_names(GRADIENT_ERROR, timing=False)
-GRADIENT_ERROR_TIME = f"{_G}time_s"
 # Record and summary keys that measure time: left out when runs are compared (bit-identity, ties).
 TIMING_KEYS = frozenset(m.name for m in _ROWS if m.timing)
 
