@@ -109,7 +109,7 @@ _ROWS: tuple[Metric, ...] = (
             ("grad_snr", HIGHER, "gradient SNR"),
         )
     ),
-    Metric("diag_time_s", DIAGNOSTIC, LOWER, "diagnostics time (s)", True, AUTOENCODER),
+    Metric("diag_time_s", DIAGNOSTIC, LOWER, "diagnostics time (s)", timing=True, task=AUTOENCODER),
     # Distance to the exact expected gradient: lower is better, the cosine higher (a p-value
     # has no direction). With `gradient_error: checkpoints`, at the checkpoints' epochs.
     Metric(f"{_G}bias", GRADIENT_ERROR, LOWER, "bias ‖E ĝ − ∇‖/‖∇‖"),
@@ -127,7 +127,9 @@ _ROWS: tuple[Metric, ...] = (
         for m in GRADIENT_ERROR_MS
     ),
     Metric(f"{_G}bias_p", GRADIENT_ERROR, None, "p-value of zero bias"),
-    Metric(GRADIENT_ERROR_TIME, GRADIENT_ERROR, LOWER, "exact-gradient check time (s)", True),
+    Metric(
+        GRADIENT_ERROR_TIME, GRADIENT_ERROR, LOWER, "exact-gradient check time (s)", timing=True
+    ),
 )
 
 
@@ -150,7 +152,7 @@ def metric_names(
     run of `task` records (every task's and its own)."""
     return tuple(
         m.name
-        for m in _ROWS
+        for m in METRICS.values()
         if m.group == group
         and (timing is None or m.timing == timing)
         and (task is None or m.task in (None, task))
@@ -165,7 +167,7 @@ SUMMARY_METRICS = metric_names(SUMMARY)
 DIAGNOSTIC_METRICS = metric_names(DIAGNOSTIC, timing=False)
 GRADIENT_ERROR_METRICS = metric_names(GRADIENT_ERROR, timing=False)
 # Record and summary keys that measure time: left out when runs are compared (bit-identity, ties).
-TIMING_KEYS = frozenset(m.name for m in _ROWS if m.timing)
+TIMING_KEYS = frozenset(m.name for m in METRICS.values() if m.timing)
 
 
 def direction(metric: str, override: str | None = None) -> str:
