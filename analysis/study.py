@@ -17,12 +17,12 @@ import pandas as pd
 
 from analysis.sources.tidy import STATUSES, StoreError, StudyData
 from analysis.stats import planning
-from analysis.stats.metrics import TIMING_METRICS
-from analysis.stats.metrics import direction as metric_direction
 from analysis.stats.omnibus import omnibus
 from analysis.stats.pairwise import pairwise as pairwise_comparisons
 from analysis.stats.summary import N_RESAMPLES, summarize
 from analysis.stats.ties import find_ties
+from runners.store.records import TIMING_KEYS
+from runners.store.records import direction as metric_direction
 
 # A condition whose mean test MSE is above this share of the trivial reconstruction's barely
 # beats it: its models learnt little more than the average image.
@@ -34,7 +34,7 @@ class StudyConfig:
     """Settings of one comparison (all written into the report's methods paragraph)."""
 
     metric: str = "test_mse"
-    direction: str | None = None  # None: from analysis.stats.metrics
+    direction: str | None = None  # None: from runners.store.records
     design: str = "auto"  # auto | paired | unpaired
     correction: str = "holm"  # holm | bh
     alpha: float = 0.05
@@ -162,7 +162,7 @@ def run_study(data: StudyData, config: StudyConfig = StudyConfig()) -> StudyResu
     omni["planning"] = _plan(pairwise, config, warnings)
     # Ties compare whole runs (every metric, every epoch), not only the analysed value.
     completed = table[(table["status"] == "completed") & table["condition"].isin(order)]
-    omni["ties"] = find_ties(completed, order, exclude=TIMING_METRICS)
+    omni["ties"] = find_ties(completed, order, exclude=TIMING_KEYS)
     budget = training_budget(completed, order)
     return StudyResult(
         config=config,

@@ -217,7 +217,7 @@ def test_wandb_source_without_credentials_is_one_clean_error(tmp_path):
     assert not (tmp_path / "w.csv").exists()
 
 
-def test_analysis_imports_only_the_store_format_of_runners():
+def test_analysis_imports_only_the_store_format_and_records_of_runners():
     code = (
         "import sys, analysis.sources.store, analysis.sources.snapshot, analysis.study, "
         "analysis.render.report; "
@@ -226,5 +226,6 @@ def test_analysis_imports_only_the_store_format_of_runners():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # The format's own checks (standard library only) come with it.
     assert out.stdout.strip() == (
-        "['runners', 'runners.store', 'runners.store.format', 'runners.store.summary_checks']"
+        "['runners', 'runners.store', 'runners.store.format', 'runners.store.records', "
+        "'runners.store.summary_checks']"
     )

@@ -11,7 +11,7 @@ from analysis_synth import make_store, spec_cells
 from test_wandb import no_wandb_env  # noqa: F401 (a fixture)
 
 from runners.cli import main
-from runners.store.format import TIMING_KEYS
+from runners.store.records import TIMING_KEYS
 from runners.tracking.workspace import build_view, plan_view
 
 ws = pytest.importorskip("wandb_workspaces.workspaces")

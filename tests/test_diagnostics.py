@@ -7,14 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from runners.store.records import TAUS, tau_name
 from runners.training.diagnostics import (
-    TAUS,
     diagnose,
     estimator_gradient,
     flip_effects,
     smoothed_gradient,
     spearman,
-    tau_name,
 )
 from runners.training.model import BinaryAutoencoder
 from ste_variants import get_estimator

@@ -10,20 +10,11 @@ import torch
 from runners.cli import main
 from runners.engine.train import train_run, train_runs
 from runners.store import format as st
-from runners.store.format import TIMING_KEYS
+from runners.store.records import DIAGNOSTIC, DIAGNOSTICS_PREFIX, TIMING_KEYS, metric_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DIAG_KEYS = {
-    "diag_flip_corr",
-    "diag_descent_agreement",
-    "diag_coverage",
-    "diag_cosine_smoothed_tau0_1",
-    "diag_cosine_smoothed_tau1",
-    "diag_rel_to_identity",
-    "diag_grad_snr",
-    "diag_time_s",
-}
+DIAG_KEYS = set(metric_names(DIAGNOSTIC))  # with diag_time_s
 
 
 def _results(folder):
@@ -34,7 +25,11 @@ def _results(folder):
 
 
 def _untimed(record):
-    return {k: v for k, v in record.items() if k not in TIMING_KEYS and not k.startswith("diag_")}
+    return {
+        k: v
+        for k, v in record.items()
+        if k not in TIMING_KEYS and not k.startswith(DIAGNOSTICS_PREFIX)
+    }
 
 
 @pytest.mark.slow
@@ -56,7 +51,7 @@ def test_training_with_diagnostics_is_bit_identical_to_training_without(tiny_con
         assert [_untimed(r) for r in rec_on] == [_untimed(r) for r in rec_off]
         assert all(torch.equal(w_on[k], w_off[k]) for k in w_off)
         assert all(DIAG_KEYS <= set(r) for r in rec_on)
-        assert not any(k.startswith("diag_") for r in rec_off for k in r)
+        assert not any(k.startswith(DIAGNOSTICS_PREFIX) for r in rec_off for k in r)
         last = rec_on[-1]
         assert -1 <= last["diag_flip_corr"] <= 1
         assert 0 <= last["diag_coverage"] <= 1

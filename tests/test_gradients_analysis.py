@@ -9,8 +9,8 @@ import pytest
 
 from analysis.sources.snapshot import read_snapshot
 from analysis.sources.store import load_store
-from analysis.stats.metrics import GRADIENT_ERROR_METRICS
 from runners.cli import main
+from runners.store.records import GRADIENT_ERROR_METRICS
 
 # A real 4-cell study is trained once for the module (~15 s): make test-slow.
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]

@@ -7,13 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.stats.metrics import GRADIENT_ERROR_METRICS, direction
 from runners.config import RunConfig
 from runners.engine.train import train_run
-from runners.gradients import names
-from runners.gradients.during import applies, checkpoint_epochs, gradient_error_record
+from runners.gradients.during import MAX_BITS, applies, checkpoint_epochs, gradient_error_record
 from runners.grids.spec import load_spec
-from runners.store.format import TIMING_KEYS, read_jsonl, run_dir
+from runners.store.format import read_jsonl, run_dir
+from runners.store.records import (
+    GRADIENT_ERROR_METRICS,
+    GRADIENT_ERROR_PREFIX,
+    GRADIENT_ERROR_TIME,
+    TIMING_KEYS,
+    direction,
+)
 from runners.tasks.vae_model import BernoulliVAE
 from runners.training.metrics import strip_timing
 from ste_variants import get_estimator
@@ -27,10 +32,9 @@ def test_checkpoints_are_the_epochs_nearest_the_fractions():
     assert checkpoint_epochs(3) == {1, 2, 3}
 
 
-def test_the_metric_names_agree_between_the_runs_and_the_analysis():
-    assert set(GRADIENT_ERROR_METRICS) == set(names.KEYS)
+def test_the_keys_have_directions_and_the_time_is_a_timing():
     assert direction("gerr_bias") == "lower" and direction("gerr_cosine_m16") == "higher"
-    assert names.TIME_KEY in TIMING_KEYS
+    assert GRADIENT_ERROR_TIME in TIMING_KEYS
 
 
 def test_only_bernoulli_samplers_apply():
@@ -47,7 +51,7 @@ def test_a_checkpoint_records_every_key_and_touches_nothing():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     record = gradient_error_record(model, x, model.estimator, epoch=3, estimates=64)
-    assert set(record) == {*names.KEYS, names.TIME_KEY}
+    assert set(record) == {*GRADIENT_ERROR_METRICS, GRADIENT_ERROR_TIME}
     assert record["gerr_bias"] > 0.5 and record["gerr_bias_p"] < 0.01  # ST: biased
     assert 0 < record["gerr_rmse_m16"] < record["gerr_rmse_m1"]
     assert -1 <= record["gerr_cosine_m1"] <= record["gerr_cosine_m16"] <= 1
@@ -58,8 +62,8 @@ def test_a_checkpoint_records_every_key_and_touches_nothing():
     assert model.estimator.paired_noise is False  # the run's estimator object is not used
     # Deterministic given the epoch: the same record again.
     again = gradient_error_record(model, x, model.estimator, epoch=3, estimates=64)
-    assert {k: v for k, v in again.items() if k != names.TIME_KEY} == {
-        k: v for k, v in record.items() if k != names.TIME_KEY
+    assert {k: v for k, v in again.items() if k != GRADIENT_ERROR_TIME} == {
+        k: v for k, v in record.items() if k != GRADIENT_ERROR_TIME
     }
 
 
@@ -79,7 +83,7 @@ TINY_VAE = {
 
 def _without_gerr(records):
     return [
-        {k: v for k, v in strip_timing(r).items() if not k.startswith(names.PREFIX)}
+        {k: v for k, v in strip_timing(r).items() if not k.startswith(GRADIENT_ERROR_PREFIX)}
         for r in records
     ]
 
@@ -97,9 +101,9 @@ def test_checkpoints_during_training_change_nothing_and_land_in_the_records(tmp_
         assert train_run(config, tmp_path / name, progress=False)["status"] == "completed"
         runs[name] = read_jsonl(run_dir(tmp_path / name, config.run_id) / "metrics.jsonl")
     assert _without_gerr(runs["plain"]) == _without_gerr(runs["checked"])
-    with_keys = [r["epoch"] for r in runs["checked"] if names.PREFIX + "bias" in r]
+    with_keys = [r["epoch"] for r in runs["checked"] if GRADIENT_ERROR_PREFIX + "bias" in r]
     assert with_keys == sorted(checkpoint_epochs(3)) == [1, 2, 3]
-    assert not any(k.startswith(names.PREFIX) for r in runs["plain"] for k in r)
+    assert not any(k.startswith(GRADIENT_ERROR_PREFIX) for r in runs["plain"] for k in r)
     last = runs["checked"][-1]
     assert last["gerr_variance"] > 0 and 0 < last["gerr_rmse_m1"]
     if estimator == "disarm":
@@ -111,7 +115,7 @@ def test_the_shipped_exact_gradient_study_enumerates_and_records():
     configs = [c.config for c in spec.cells]
     assert {c.task for c in configs} == {"bernoulli_vae"}
     assert {c.gradient_error for c in configs} == {"checkpoints"}
-    assert max(c.vae_latents for c in configs) <= names.MAX_BITS  # the reference is exact
+    assert max(c.vae_latents for c in configs) <= MAX_BITS  # the reference is exact
     needed = {"disarm", "arm", "reinforce_loo", "bernoulli", "gumbel", "reinmax", "gumbel_rao"}
     assert needed <= {c.estimator for c in configs}
     assert all(applies(get_estimator(c.estimator)) for c in configs)

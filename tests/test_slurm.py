@@ -32,7 +32,8 @@ from runners.executors.slurm.record import latest_tasks, slurm_states
 from runners.executors.slurm.task import CellBatch, task_threads
 from runners.grids.spec import load_spec
 from runners.store import format as run_store
-from runners.store.format import TIMING_KEYS, read_json, read_jsonl
+from runners.store.format import read_json, read_jsonl
+from runners.store.records import TIMING_KEYS
 from runners.tracking.wandb_tracker import wandb_run_id
 
 BASE = {

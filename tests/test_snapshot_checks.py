@@ -17,7 +17,7 @@ from analysis.sources.snapshot import meta_path, read_snapshot, write_snapshot
 from analysis.sources.store import scan_store
 from analysis.sources.tidy import StoreError
 from runners.cli import main
-from runners.store.format import TIMING_KEYS
+from runners.store.records import TIMING_KEYS
 
 SPEC = """\
 name: snapcheck

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis.stats.metrics import direction, lower_is_better
 from analysis.stats.omnibus import average_ranks, cd_groups, nemenyi_cd, omnibus
 from analysis.stats.pairwise import (
     benjamini_hochberg,
@@ -223,14 +222,6 @@ def test_seed_planner_paired_t():
     assert seeds_needed(0.0, 1.0) is None
     more = seeds_needed(1.0, 1.0, comparisons=6)
     assert more is not None and more > 10
-
-
-def test_metric_directions():
-    assert lower_is_better("test_mse") and direction("test_mse") == "lower"
-    assert direction("test_psnr") == "higher" and direction("probe_accuracy") == "higher"
-    assert direction("bit_flip_rate", "higher") == "higher"
-    with pytest.raises(ValueError, match="direction"):
-        direction("bit_flip_rate")
 
 
 def test_stats_never_imports_plotting():

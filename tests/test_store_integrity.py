@@ -19,7 +19,8 @@ from runners.config import RunConfig
 from runners.engine.train import train_run
 from runners.grids.spec import load_spec
 from runners.store import format as st
-from runners.store.format import TIMING_KEYS, read_json, read_jsonl
+from runners.store.format import read_json, read_jsonl
+from runners.store.records import DIAGNOSTICS_PREFIX, TIMING_KEYS
 from runners.tasks import autoencoder
 
 # The spec whose one cell is conftest's `finished_run` (TINY, 2 epochs, hardtanh, seed 0).
@@ -52,7 +53,11 @@ def stripped(folder: Path) -> list[dict]:
     return [
         # `finished_run` has gradient diagnostics, the spec's cells not (they never change
         # training: tests/test_diagnostics_training.py; same run id)
-        {k: v for k, v in r.items() if k not in TIMING_KEYS and not k.startswith("diag_")}
+        {
+            k: v
+            for k, v in r.items()
+            if k not in TIMING_KEYS and not k.startswith(DIAGNOSTICS_PREFIX)
+        }
         for r in read_jsonl(folder / st.METRICS)
     ]
 

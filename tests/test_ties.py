@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.stats.metrics import TIMING_METRICS
 from analysis.stats.ties import NEAR_RTOL, find_ties, tie_label
+from runners.store.records import TIMING_KEYS
 
 
 def _table(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -33,7 +33,7 @@ def test_identical_and_near_identical_conditions_are_grouped_and_timing_is_ignor
         }
     )
     order = ["identity", "hardtanh", "sigmoid", "tanh", "tanh2", "alone"]
-    ties = find_ties(table, order, exclude=TIMING_METRICS)  # what `analyze` leaves out
+    ties = find_ties(table, order, exclude=TIMING_KEYS)  # what `analyze` leaves out
     assert [(p["a"], p["b"], p["kind"], p["seeds"]) for p in ties["pairs"]] == [
         ("identity", "hardtanh", "identical", 3),
         ("tanh", "tanh2", "near-identical", 3),
@@ -47,7 +47,7 @@ def test_identical_and_near_identical_conditions_are_grouped_and_timing_is_ignor
 
 def test_groups_are_transitive_and_one_shared_seed_is_not_a_tie() -> None:
     table = _table({"a": [0.1, 0.2], "b": [0.1, 0.2], "c": [0.1, 0.2], "d": [0.1]})
-    ties = find_ties(table, ["a", "b", "c", "d"], exclude=TIMING_METRICS)
+    ties = find_ties(table, ["a", "b", "c", "d"], exclude=TIMING_KEYS)
     assert ties["groups"] == [{"conditions": ["a", "b", "c"], "kind": "identical"}]
     assert all("d" not in (p["a"], p["b"]) for p in ties["pairs"])
 

@@ -17,6 +17,14 @@ from runners.errors import UserError
 from runners.executors.cells import CellTask, execute_cell, set_worker_resources
 from runners.store import format as st
 from runners.store.format import read_json, read_jsonl
+from runners.store.records import (
+    AUTOENCODER,
+    DIAGNOSTIC,
+    EPOCH,
+    RECORD_INDEX,
+    RECORD_LISTS,
+    metric_names,
+)
 from runners.tracking.tracker import Tracker
 from runners.training.data import normalize, prepare_data
 from runners.training.device import resolve_device
@@ -25,15 +33,13 @@ from runners.training.metrics import strip_timing
 from runners.training.recipe import build_model
 from runners.training.state import RunState
 
-EPOCH_KEYS = {
-    "epoch", "step", "images_seen", "train_mse", "test_mse", "test_psnr", "mean_image_mse",
-    "bit_entropy", "dead_bits", "unique_codes", "bit_flip_rate", "active_rate", "grad_norm_pre",
-    "epoch_time_s", "images_per_s", "bit_rates",
-}  # fmt: skip
-DIAGNOSTIC_KEYS = {  # docs/diagnostics.md (diagnostics: epoch, the default)
-    "diag_flip_corr", "diag_descent_agreement", "diag_coverage", "diag_cosine_smoothed_tau0_1",
-    "diag_cosine_smoothed_tau1", "diag_rel_to_identity", "diag_grad_snr", "diag_time_s",
-}  # fmt: skip
+# An autoencoder record with diagnostics (the last epoch's also has probe_accuracy).
+RECORD_KEYS = {
+    *RECORD_INDEX,
+    *RECORD_LISTS,
+    *metric_names(EPOCH, task=AUTOENCODER),
+    *metric_names(DIAGNOSTIC),
+}
 
 
 def outputs(folder: Path) -> dict:
@@ -96,8 +102,7 @@ def test_short_run_learns_and_records_everything(finished_run):
     config, folder = finished_run
     records = read_jsonl(folder / st.METRICS)
     assert [r["epoch"] for r in records] == [1, 2]
-    keys = EPOCH_KEYS | DIAGNOSTIC_KEYS
-    assert set(records[0]) == keys and set(records[1]) == keys | {"probe_accuracy"}
+    assert set(records[0]) == RECORD_KEYS - {"probe_accuracy"} and set(records[1]) == RECORD_KEYS
     # Training lowers the test MSE, below the untrained model's too.
     untrained = build_model(config, torch.device("cpu")).eval()
     test_images = prepare_data("mnist-mini", 256, 128, "cpu").test.images

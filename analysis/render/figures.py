@@ -40,9 +40,13 @@ from analysis.render import plots, plots_diagnostics, plots_gradients, plots_run
 from analysis.render.manifest_checks import manifest_problems
 from analysis.sources.snapshot import read_snapshot
 from analysis.sources.tidy import StoreError, StudyData
-from analysis.stats.metrics import DIAGNOSTIC_METRICS, GRADIENT_ERROR_METRICS
 from analysis.study import StudyConfig, StudyResult, condition_labels, run_study
 from runners.store.format import atomic_write_text
+from runners.store.records import (
+    DIAGNOSTIC_METRICS,
+    DIAGNOSTICS_PREFIX,
+    GRADIENT_ERROR_METRICS,
+)
 
 
 class FigureUnavailable(Exception):
@@ -176,7 +180,7 @@ def _gradcheck(result: StudyResult, data: StudyData, sty: style.Style, **opts: A
         raise FigureUnavailable(f"no gradcheck results of run {run_id}")
     opts.pop("size", None)
     present = set(frame.loc[frame["value"].notna(), "metric"])
-    metrics = [m.removeprefix("diag_") for m in DIAGNOSTIC_METRICS]
+    metrics = [m.removeprefix(DIAGNOSTICS_PREFIX) for m in DIAGNOSTIC_METRICS]
     head = frame.iloc[0]
     model = f"{head['run_estimator']} seed {head['seed']}, epoch {head['epoch']} ({run_id})"
     title = opts.pop("title", None)

@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.render import style
-from analysis.stats.metrics import label as metric_label
 from analysis.stats.summary import bootstrap_ci, mean_stat, rng_for
+from runners.store.records import label as metric_label
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 

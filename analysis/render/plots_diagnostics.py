@@ -14,7 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.render import plots, style
-from analysis.stats.metrics import label as metric_label
+from runners.store.records import DIAGNOSTICS_PREFIX
+from runners.store.records import label as metric_label
 
 
 def _panels(count: int, width: float, height: float) -> tuple[Figure, list, int]:
@@ -98,7 +99,7 @@ def gradcheck(
                     ax.text(0, yi, " n/a", va="center", fontsize=6, color="#666")
             ax.set_yticks(y, estimators if n % cols == 0 else [""] * len(estimators))
             ax.invert_yaxis()
-            ax.set_title(metric_label(f"diag_{metric}"))
+            ax.set_title(metric_label(f"{DIAGNOSTICS_PREFIX}{metric}"))
             ax.grid(True, axis="x", alpha=0.3)
         if title:
             fig.suptitle(title, fontsize=8)

@@ -22,9 +22,9 @@ from analysis.render import report_text, style, tables
 from analysis.render.figures import FigureUnavailable, make_figure
 from analysis.sources.snapshot import package_versions
 from analysis.sources.tidy import StudyData
-from analysis.stats.metrics import label as metric_label
 from analysis.study import StudyResult
 from runners.store.format import atomic_write_bytes, atomic_write_json, atomic_write_text
+from runners.store.records import label as metric_label
 
 DEFAULT_FIGURES: tuple[str, ...] = (
     "learning_curves",

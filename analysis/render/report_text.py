@@ -14,9 +14,9 @@ import html
 import math
 from typing import Any
 
-from analysis.stats.metrics import label as metric_label
 from analysis.stats.ties import tie_label
 from analysis.study import StudyResult
+from runners.store.records import label as metric_label
 
 _TEST_NAMES = {"wilcoxon": "Wilcoxon", "mannwhitney": "Mann–Whitney U"}
 

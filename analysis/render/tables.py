@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.stats.metrics import label as metric_label
 from analysis.study import StudyResult
+from runners.store.records import label as metric_label
 
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}",

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.stats.metrics import EPOCH_METRICS, SUMMARY_METRICS
+from runners.store.records import EPOCH_METRICS, RECORD_INDEX, RECORD_LISTS, SUMMARY_METRICS
 
 STATUSES: tuple[str, ...] = (
     "completed",
@@ -54,7 +54,7 @@ _BASE_DTYPES = {
     "value": "float64",
 }
 # Epoch-record keys that are not metrics.
-_NOT_METRICS = {"epoch", "step", "bit_rates"}
+_NOT_METRICS = {*RECORD_INDEX, *RECORD_LISTS}
 
 
 class StoreError(ValueError):

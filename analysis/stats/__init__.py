@@ -2,6 +2,6 @@
 
 `summary` (per-condition description, seeded bootstrap intervals), `pairwise` (tests, effect
 sizes, multiple-comparison corrections), `omnibus` (Friedman / Kruskal–Wallis, ranks, critical
-differences), `planning` (how many seeds a comparison needs), `metrics` (the metric names, which
-way is better, axis labels).
+differences), `planning` (how many seeds a comparison needs), `ties` (conditions whose runs are
+identical). The metric names, which way is better and axis labels: `runners.store.records`.
 """

@@ -11,7 +11,7 @@ another. Ties are grouped transitively: {a, b, c} when a ~ b and b ~ c.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ def find_ties(
     table: pd.DataFrame,
     order: Sequence[str],
     *,
-    exclude: Sequence[str] = (),
+    exclude: Collection[str] = (),
     rtol: float = NEAR_RTOL,
 ) -> dict[str, Any]:
     """Tied pairs and groups of conditions.

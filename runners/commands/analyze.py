@@ -220,8 +220,8 @@ def _analyze(args: argparse.Namespace) -> int:
     from analysis.sources.snapshot import read_meta, read_snapshot
     from analysis.sources.store import scan_store
     from analysis.sources.tidy import StoreError
-    from analysis.stats import metrics
     from analysis.study import StudyConfig, run_study
+    from runners.store import records
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in ("pdf", "png", "svg")]
@@ -273,7 +273,7 @@ def _analyze(args: argparse.Namespace) -> int:
                 f"available: {known}"
             )
         try:  # a metric that exists, but whose better direction is not known, needs --direction
-            metrics.direction(args.metric, args.direction)
+            records.direction(args.metric, args.direction)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         config = StudyConfig(

@@ -10,7 +10,8 @@ from typing import Any
 from runners.commands.parts.grid import add_max_cells, check_store
 from runners.errors import UserError
 from runners.grids.spec import load_spec
-from runners.store.format import TIMING_KEYS, read_jsonl, run_dir
+from runners.store.format import read_jsonl, run_dir
+from runners.store.records import TIMING_KEYS
 from runners.tracking.wandb_tracker import DEFAULT_PROJECT, has_wandb_credentials, wandb_client
 from runners.tracking.workspace import build_view, describe, plan_view, save_view
 

@@ -22,7 +22,7 @@ from runners.config import RunConfig
 from runners.errors import UserError
 from runners.store import format as st
 from runners.store.format import atomic_write_json
-from runners.training.names import DRAWS, TAUS, tau_name
+from runners.store.records import DRAWS, TAUS, tau_name
 
 # The checkpoint, data, model and estimator modules import torch (about 2 s): the functions that
 # need them import them, so that `ste-ablate gradcheck --help` starts at once.

@@ -16,7 +16,7 @@ from typing import Any
 from runners.config import RunConfig
 from runners.determinism import MODES
 from runners.errors import UserError
-from runners.store.format import TIMING_KEYS
+from runners.store.records import TIMING_KEYS
 
 _EPILOG = """\
 examples:

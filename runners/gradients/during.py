@@ -2,7 +2,7 @@
 
 With the run-config field `gradient_error: checkpoints`, the epoch records of the epochs that end
 nearest to 0%, 10%, 50% and 100% of training (0% → the first epoch's end) carry `gerr_*` keys
-(`runners.gradients.names`): the bias, its p-value, the variance, and the relative RMSE and
+(`runners.store.records.GRADIENT_ERROR_METRICS`): the bias, its p-value, the variance, and the relative RMSE and
 cosine of the mean of M estimates, for every encoder parameter as one vector (docs/gradients.md).
 They flow into metrics.jsonl, W&B, the tidy table and the analysis like every record key.
 
@@ -19,16 +19,27 @@ from typing import Any
 
 import torch
 
-from runners.gradients import names
 from runners.gradients.exact import reference_generator, reference_gradient
 from runners.gradients.measure import TOTAL, compare
 from runners.gradients.problems import problem_for
+from runners.store.records import (
+    GRADIENT_ERROR_BUDGETS,
+    GRADIENT_ERROR_METRICS,
+    GRADIENT_ERROR_MS,
+    GRADIENT_ERROR_PREFIX,
+    GRADIENT_ERROR_TIME,
+)
 from runners.training.data import normalize
 from runners.training.diagnostics import eval_mode, probe_indices
 from ste_variants import get_estimator
 
 NOISE_SEED = 1_000_051  # the measurement's own noise (plus the epoch): never the run's stream
 PROBE_SEED = 1_000_037  # the probe batch's binarisation (the images: diagnostics' probe_indices)
+FRACTIONS = (0.0, 0.1, 0.5, 1.0)  # of training: the checkpoints
+ESTIMATES = 256  # estimates per checkpoint
+MAX_BITS = 16  # enumerate up to this many latents, else the local-expectation reference
+REFERENCE_DRAWS = 256
+RESAMPLES = 500
 
 
 def probe_batch(model: Any, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -62,7 +73,7 @@ def epoch_gradient_error(model: Any, test_images: torch.Tensor, epoch: int, conf
     return gradient_error_record(model, x, model.estimator, epoch=epoch)
 
 
-def checkpoint_epochs(epochs: int, fractions: tuple[float, ...] = names.FRACTIONS) -> set[int]:
+def checkpoint_epochs(epochs: int, fractions: tuple[float, ...] = FRACTIONS) -> set[int]:
     """The epochs whose end is nearest to each fraction of training (at least the first)."""
     return {min(epochs, max(1, round(f * epochs))) for f in fractions}
 
@@ -78,8 +89,8 @@ def gradient_error_record(
     estimator: Any,
     *,
     epoch: int,
-    estimates: int = names.ESTIMATES,
-    max_bits: int = names.MAX_BITS,
+    estimates: int = ESTIMATES,
+    max_bits: int = MAX_BITS,
 ) -> dict[str, Any]:
     """The `gerr_*` keys of one checkpoint: `estimator` on `model`'s weights and probe batch `x`.
 
@@ -95,7 +106,7 @@ def gradient_error_record(
             problem.logits,
             problem.objective,
             max_bits=max_bits,
-            draws=names.REFERENCE_DRAWS,
+            draws=REFERENCE_DRAWS,
             generator=reference_generator(seed),
         )
         (row,) = compare(
@@ -103,12 +114,32 @@ def gradient_error_record(
             ref,
             [own],
             draws=estimates,
-            ms=names.MS,
-            budgets=names.BUDGETS,
+            ms=GRADIENT_ERROR_MS,
+            budgets=GRADIENT_ERROR_BUDGETS,
             seed=seed,
-            resamples=names.RESAMPLES,
+            resamples=RESAMPLES,
         )
     summary = row["layers"][TOTAL]
-    record = names.record_keys(summary)
-    record[names.TIME_KEY] = time.perf_counter() - began
+    record = record_keys(summary)
+    record[GRADIENT_ERROR_TIME] = time.perf_counter() - began
     return record
+
+
+def record_keys(summary: dict[str, Any]) -> dict[str, Any]:
+    """The `gerr_*` values of one layer's summary (`runners.gradients.stats.summarise`)."""
+    if summary.get("bias") is None:
+        return dict.fromkeys(GRADIENT_ERROR_METRICS)
+    by_m = {int(r["m"]): r for r in summary["by_m"]}
+    by_e = {int(r["evaluations"]): r for r in summary["by_evaluations"]}
+    prefix = GRADIENT_ERROR_PREFIX
+    out: dict[str, Any] = {
+        f"{prefix}bias": summary["bias"],
+        f"{prefix}bias_p": summary["bias_p"],
+        f"{prefix}variance": summary["variance"],
+    }
+    for m in GRADIENT_ERROR_MS:
+        out[f"{prefix}rmse_m{m}"] = by_m[m]["rel_rmse"]
+        out[f"{prefix}cosine_m{m}"] = by_m[m]["cosine"]
+    for e in GRADIENT_ERROR_BUDGETS:
+        out[f"{prefix}rmse_e{e}"] = by_e[e]["rel_rmse"] if e in by_e else None
+    return out

@@ -1,2 +1,3 @@
-"""The run store: its file format (`format`, the contract with `analysis`), the per-cell lock,
-checkpoints and config.json's provenance."""
+"""The run store: its file format (`format`) and what a run records (`records`: the metrics'
+names, directions and labels), the contract with `analysis`; the per-cell lock, checkpoints and
+config.json's provenance."""

@@ -38,8 +38,6 @@ CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 GRADCHECK, GRADCHECK_EXACT = "gradcheck.json", "gradcheck_exact.json"  # by gradcheck; unhashed
 
-# Record / summary keys that measure time: left out when runs are compared (bit-identity, ties).
-TIMING_KEYS = frozenset("epoch_time_s images_per_s wall_time_s diag_time_s gerr_time_s".split())
 FINAL_STATES = ("completed", "diverged")  # never retrained
 SUMMARY_STATES = ("completed", "failed", "diverged", "interrupted")
 CELL_STATES = (*SUMMARY_STATES, "running", "missing")

@@ -28,10 +28,9 @@ from typing import Any
 
 import torch
 
-from runners.training.names import DRAWS, TAUS, tau_name
+from runners.store.records import DIAGNOSTICS_PREFIX, DRAWS, TAUS, smoothed_cosine
 from ste_variants.base import Estimator
 
-PREFIX = "diag_"  # every diagnostic key of the epoch record starts with it
 PROBE_SEED = 1_000_037  # the probe batch: the same test images for every run of a test set
 NOISE_SEED = 1_000_039  # the diagnostics' own noise stream (never the run's)
 CHUNK_ROWS = 2048  # flipped codes decoded at once (memory: ~2 KB of activations per row)
@@ -170,7 +169,7 @@ def summarise(
         "coverage": float((weight * moving).sum()) / total if total > 0 else None,
     }
     for tau in TAUS:
-        out[f"cosine_smoothed_tau{tau_name(tau)}"] = cosine(mean, smoothed_gradient(effects, tau))
+        out[smoothed_cosine(tau)] = cosine(mean, smoothed_gradient(effects, tau))
     identity = float(torch.linalg.vector_norm(effects.grad))
     difference = float(torch.linalg.vector_norm(mean - effects.grad))
     out["rel_to_identity"] = difference / identity if identity > 0 else None
@@ -240,6 +239,7 @@ def diagnose(
 
 
 def epoch_diagnostics(model: Any, images: torch.Tensor, draws: int = DRAWS) -> dict[str, Any]:
-    """The epoch record's diagnostics of the model's own estimator (keys `diag_*`)."""
+    """The epoch record's diagnostics of the model's own estimator (keys `diag_*`: the table of
+    `runners.store.records`)."""
     (result,) = diagnose(model, images, [model.estimator], draws=draws)
-    return {f"{PREFIX}{key}": value for key, value in result.items()}
+    return {f"{DIAGNOSTICS_PREFIX}{key}": value for key, value in result.items()}

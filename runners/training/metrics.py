@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from runners.store.format import TIMING_KEYS
+from runners.store.records import TIMING_KEYS
 
 RIDGE_LAMBDA = 1.0  # ridge penalty of the linear probe (codes are 0/1, so the scale is fixed)
 KNN_K = 5

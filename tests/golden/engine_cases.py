@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 from runners.determinism import PORTABLE_ENV, cpu_model
-from runners.store.format import TIMING_KEYS
+from runners.store.records import DIAGNOSTICS_PREFIX, TIMING_KEYS
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "engine.json"
 # Gradient diagnostics (runners.training.diagnostics, keys `diag_*`) never change training
 # (tests/test_diagnostics_training.py): the cases train without them, and recorded values from
-# runs with them would be compared without their keys.
-DIAGNOSTICS_PREFIX = "diag_"
+# runs with them would be compared without their keys (DIAGNOSTICS_PREFIX).
 
 # Recorded with the libraries' own kernel choice ("machine"): these values hold on one CPU kind.
 TINY = [
