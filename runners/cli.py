@@ -49,12 +49,9 @@ COMMANDS = {
 
 
 def command_module(name: str) -> ModuleType:
-    """The module that registers command `name` (one of `COMMANDS`), imported on first use.
-
-    The imports are here, not at the top, so that a command loads its own dependencies only;
-    `main` pins the determinism mode before calling this, as the kernels are chosen when torch
-    loads.
-    """
+    """The module that registers command `name` (one of `COMMANDS`), imported on first use."""
+    # Here, not at the top: a command loads its own dependencies only, and after `main` has
+    # pinned the determinism mode (torch chooses its kernels when it loads).
     match name:
         case "estimators":
             from runners.commands import estimators as module
