@@ -1,20 +1,29 @@
 """The `ste-ablate` command line.
 
-Each subcommand lives in `runners.commands.<name>` and exposes `register(subparsers)`, which adds
-its parser and sets `func(args) -> int`. Bad input raises `UserError` (or one of the library's
-validation errors): printed as one line on stderr, exit code 2.
+Each subcommand lives in a module of `runners.commands` that exposes `register(subparsers)`,
+which adds its parser (`analyze` adds three: snapshot, analyze, figures) and sets
+`func(args) -> int`. Bad input raises `UserError` (or one of the library's validation errors):
+printed as one line on stderr, exit code 2.
+
+A command module imports what its command needs at its top (torch, pandas, submitit: seconds),
+so the CLI imports one module only: the one of the command named on the command line, found
+before any parsing (`command_module`). `ste-ablate --help` lists every command from the
+`COMMANDS` table and imports no command module; `ste-ablate COMMAND --help` imports COMMAND's
+module. Of those, `status` and `dashboard` load neither torch nor `analysis`; `snapshot`,
+`analyze` and `figures` load `analysis` (pandas, scipy, matplotlib) but not torch; the others
+load torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, NoReturn
 
 from runners import determinism
@@ -22,19 +31,55 @@ from runners.config import KEY_ALIASES, ConfigError
 from runners.errors import UserError, close_names
 from runners.openmp import prefer_passive_wait
 
-# Order is the order shown by `ste-ablate --help`. Building the parser imports every module:
-# modules that load torch are imported inside the command functions, so `--help` starts at once.
-COMMAND_MODULES = (
-    "estimators",
-    "train",
-    "run",
-    "status",
-    "analyze",
-    "dashboard",
-    "gradcheck",
-    "reproduce",
-    "bench",
-)
+# Every command, in the order `ste-ablate --help` lists them, with the one-line summary shown
+# there (tests/test_cli_startup.py checks that each is the help its module registers).
+COMMANDS = {
+    "estimators": "list the gradient estimators, or describe one",
+    "train": "train one run into the run store",
+    "run": "run an ablation grid (only its missing or unfinished cells)",
+    "status": "table of a grid's cells and their state",
+    "snapshot": "freeze a spec's results into one table file (CSV or Parquet)",
+    "analyze": "statistics, figures and an HTML report comparing a spec's estimators",
+    "figures": "regenerate the paper's figures and tables from committed snapshots",
+    "dashboard": "save a W&B view of a spec's runs: grouped by its axes, mean and error band",
+    "gradcheck": "compare estimators' gradients on a trained run's weights",
+    "reproduce": "re-train cells of a snapshot and check every metric bit for bit",
+    "bench": "benchmark the article's training loop against ours",
+}
+
+
+def command_module(name: str) -> ModuleType:
+    """The module that registers command `name` (one of `COMMANDS`), imported on first use."""
+    # Here, not at the top: a command loads its own dependencies only, and after `main` has
+    # pinned the determinism mode (torch chooses its kernels when it loads).
+    match name:
+        case "estimators":
+            from runners.commands import estimators as module
+        case "train":
+            from runners.commands import train as module
+        case "run":
+            from runners.commands import run as module
+        case "status":
+            from runners.commands import status as module
+        case "snapshot" | "analyze" | "figures":
+            from runners.commands import analyze as module
+        case "dashboard":
+            from runners.commands import dashboard as module
+        case "gradcheck":
+            from runners.commands import gradcheck as module
+        case "reproduce":
+            from runners.commands import reproduce as module
+        case "bench":
+            from runners.commands import bench as module
+        case _:
+            raise KeyError(name)
+    return module
+
+
+def command_name(argv: list[str]) -> str | None:
+    """The command a command line names: its first argument that is not an option (the
+    top-level parser takes no option with a value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -44,7 +89,10 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `ste-ablate`, with `command`'s full parser (its module imported and
+    registered, with the other commands that module adds); every other command is listed by its
+    summary only, enough for `ste-ablate --help`. `command` must be one of `COMMANDS` or None."""
     parser = _OneLineParser(
         prog="ste-ablate",
         description=(
@@ -54,8 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Subparsers inherit the parser class, so every subcommand errors in one line too.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"runners.commands.{name}").register(sub)
+    if command is not None:
+        command_module(command).register(sub)
+    for name, summary in COMMANDS.items():
+        if name not in sub.choices:  # not added by the module of `command`
+            sub.add_parser(name, help=summary, add_help=False)
+    # Listed in the table's order, wherever the module of `command` stands in it.
+    sub._choices_actions.sort(key=lambda action: list(COMMANDS).index(action.dest))
     return parser
 
 
@@ -65,6 +118,14 @@ def user_errors() -> tuple[type[Exception], ...]:
     importing them here would load torch for every command)."""
     spec = sys.modules.get("ste_variants.spec")
     return (UserError, ConfigError) + ((spec.EstimatorSpecError,) if spec else ())
+
+
+def _unknown_command(command: str) -> str:
+    """argparse's "invalid choice", with the command a typo may have meant."""
+    close = close_names(command, COMMANDS)
+    if close:
+        return f"argument COMMAND: invalid choice: {command!r} (did you mean {' or '.join(close)}?)"
+    return f"argument COMMAND: invalid choice: {command!r} (choose from {', '.join(COMMANDS)})"
 
 
 def _unknown_arguments(
@@ -128,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     _tolerant_output()
     warnings.formatwarning = _one_line_warning
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = command_name(argv)
+    if command is not None and command not in COMMANDS:
+        build_parser().error(_unknown_command(command))
     mode = determinism.mode_for_command(argv)
     if mode in determinism.MODES:
         try:  # before any command module loads torch: the kernels are chosen when it loads
@@ -135,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:
             print(f"ste-ablate: error: {exc}", file=sys.stderr)
             return 2
-    parser = build_parser()
+    parser = build_parser(command)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.error(_unknown_arguments(parser, args, unknown))

@@ -1,7 +1,4 @@
-"""End to end: `ste-ablate run` trains a tiny spec into a store, `ste-ablate analyze` reports it.
-
-Skips only while the `run` command does not exist yet.
-"""
+"""End to end: `ste-ablate run` trains a tiny spec into a store, `ste-ablate analyze` reports it."""
 
 from __future__ import annotations
 
@@ -10,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from runners.cli import build_parser, main
+from runners.cli import main
 
 SPEC = """\
 name: e2e-tiny
@@ -23,13 +20,7 @@ grid:
 """
 
 
-def _has_command(name: str) -> bool:
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    return name in sub.choices
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_command("run"), reason="`ste-ablate run` not built yet")
 def test_run_then_analyze_a_real_store(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     spec = tmp_path / "spec.yaml"

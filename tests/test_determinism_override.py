@@ -70,14 +70,13 @@ def test_run_trains_the_overridden_cells_and_status_finds_them(tmp_path, capsys)
 
 
 def test_help_says_it_overrides(capsys):
-    parser = build_parser()
     for command in ("status", "snapshot", "analyze"):
         with pytest.raises(SystemExit):
-            parser.parse_args([command, "--help"])
+            build_parser(command).parse_args([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "the run ids that follow from it" in text, command
     with pytest.raises(SystemExit):
-        parser.parse_args(["run", "--help"])
+        build_parser("run").parse_args(["run", "--help"])
     assert "overriding the spec's" in " ".join(capsys.readouterr().out.split())
 
 

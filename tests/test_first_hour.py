@@ -24,7 +24,7 @@ TINY_BASE = (
 
 
 def test_wandb_off_is_disabled():
-    args = build_parser().parse_args(["run", "x.yaml", "--wandb", "off"])
+    args = build_parser("run").parse_args(["run", "x.yaml", "--wandb", "off"])
     assert args.wandb == "disabled"
     assert resolve_mode("off") == ("disabled", None)
 

@@ -92,10 +92,11 @@ def test_function_level_imports_of_project_modules_say_why():
 
 
 def _reason_given(lines: list[str], index: int) -> bool:
-    """A comment on the import, on another import of its block, or just above the block."""
+    """A comment on the import, on another import of its block, or just above the block (the
+    cases of a `match` whose every case imports are one block)."""
     start = index
     while start > 0 and (
-        lines[start - 1].strip().startswith(("from ", "import ", ")"))
+        lines[start - 1].strip().startswith(("from ", "import ", ")", "case ", "match "))
         or not lines[start - 1].strip()
     ):
         start -= 1

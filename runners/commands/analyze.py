@@ -13,6 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.render.figures import regenerate
+from analysis.render.report import write_analysis
+from analysis.sources.snapshot import (
+    bits_path,
+    gradcheck_path,
+    meta_path,
+    read_meta,
+    read_snapshot,
+    write_snapshot,
+)
+from analysis.sources.store import scan_store
+from analysis.sources.tidy import StoreError
+from analysis.sources.wandb_runs import scan_wandb
+from analysis.study import StudyConfig, run_study
 from runners.commands.parts import analyze_wandb
 from runners.commands.parts.grid import (
     add_determinism,
@@ -26,11 +40,9 @@ from runners.commands.parts.report_folder import write_report_folder
 from runners.errors import UserError, short_repr
 from runners.grids.limits import MAX_CELLS
 from runners.grids.spec import load_spec, valid_name
+from runners.store import records
 from runners.store.format import run_dir
 from runners.store.runtime import runtime_record
-
-# `analysis` (pandas, scipy, matplotlib: seconds to import) is imported inside each command, so
-# that `ste-ablate --help` and the other commands do not pay for it.
 
 DEFAULT_STORE = "ste-store"
 DEFAULT_MANIFEST = "paper/figures.yaml"
@@ -165,20 +177,12 @@ def register(subparsers: Any) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
-    from analysis.sources.snapshot import bits_path, gradcheck_path, meta_path, write_snapshot
-    from analysis.sources.store import scan_store
-    from analysis.sources.tidy import StoreError
-
     spec = _load_spec(args.spec, args.max_cells, args.determinism)
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise UserError(f"--out must end in .csv or .parquet, not {out.name!r}")
     try:
         if args.wandb_project:
-            # W&B's client is optional and slow to import
-            from analysis.sources.wandb_runs import scan_wandb
-
             data = scan_wandb(args.wandb_project, spec.name, args.wandb_entity, cells=spec.cells)
         else:
             _check_store(args.store)
@@ -215,14 +219,6 @@ def _runtimes(store: str, run_ids: Any) -> dict[str, dict[str, Any]]:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
-    from analysis.render.report import write_analysis
-    from analysis.sources.snapshot import read_meta, read_snapshot
-    from analysis.sources.store import scan_store
-    from analysis.sources.tidy import StoreError
-    from analysis.study import StudyConfig, run_study
-    from runners.store import records
-
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in ("pdf", "png", "svg")]
     if bad or not formats:
@@ -325,10 +321,6 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    # analysis (pandas, scipy, matplotlib) is slow to import: only the command loads it
-    from analysis.render.figures import regenerate
-    from analysis.sources.tidy import StoreError
-
     try:
         written = regenerate(args.manifest, out=args.out, only=args.only)
     except StoreError as exc:

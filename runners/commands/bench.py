@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from runners.bench.main import run_bench
 from runners.bench.report import format_report
+from runners.bench.vae import format_vae_report, run_vae_bench
 from runners.errors import UserError
-
-# The benchmark imports torch (about 2 s): `run` imports it, so that `--help` starts at once.
 
 _EPILOG = """\
 examples:
@@ -90,8 +90,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, bench, print."""
-    from runners.bench.main import run_bench  # torch: see the note on imports
-
     if args.task not in ("autoencoder", "bernoulli_vae"):
         raise UserError(f"--task must be autoencoder or bernoulli_vae, got {args.task!r}")
     if args.task == "bernoulli_vae":
@@ -123,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_vae(args: argparse.Namespace) -> int:
-    from runners.bench.vae import format_vae_report, run_vae_bench  # torch
-
     if args.grid:
         raise UserError("--grid applies to the autoencoder task only")
     result = run_vae_bench(

@@ -7,8 +7,9 @@ import json
 import textwrap
 from typing import Any
 
-# The registry (ste_variants) imports torch, about 2 s: only the commands load it, so that
-# `ste-ablate --help` starts at once.
+from ste_variants import describe, list_estimators
+from ste_variants.catalog import area_text, markdown_table, peak_text, table_rows
+from ste_variants.spec import format_value
 
 _EPILOG = """\
 examples:
@@ -52,10 +53,6 @@ def register(subparsers: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    # torch, through the registry: see the note on imports above
-    from ste_variants import describe, list_estimators
-    from ste_variants.catalog import markdown_table, table_rows
-
     infos = [describe(name) for name in list_estimators()]
     if args.json:
         print(json.dumps(infos, indent=2, ensure_ascii=False))
@@ -90,11 +87,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    # torch, through the registry: see the note on imports above
-    from ste_variants import describe
-    from ste_variants.catalog import area_text, peak_text
-    from ste_variants.spec import format_value
-
     info = describe(args.name)
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))

@@ -21,11 +21,14 @@ from runners.commands.parts.grid import at_least_one
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.store import format as st
+from runners.store.checkpoint import load_checkpoint
 from runners.store.format import atomic_write_json
 from runners.store.records import DRAWS, TAUS, tau_name
-
-# The checkpoint, data, model and estimator modules import torch (about 2 s): the functions that
-# need them import them, so that `ste-ablate gradcheck --help` starts at once.
+from runners.training.data import normalize, prepare_data
+from runners.training.device import resolve_device
+from runners.training.diagnostics import diagnose, probe_indices
+from runners.training.recipe import build_model
+from ste_variants import describe, get_estimator, list_estimators
 
 _EPILOG = """\
 examples:
@@ -98,8 +101,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, check, print, write."""
-    from ste_variants import describe, list_estimators  # torch: see the note on imports
-
     folder = Path(args.run_dir)
     if gradcheck_exact.wanted(args, folder):
         return gradcheck_exact.run(args)
@@ -136,14 +137,6 @@ def check_run(
     Raises:
         UserError: no run folder, config or checkpoint there, or a bad estimator spec.
     """
-    # torch: see the note on imports
-    from runners.store.checkpoint import load_checkpoint
-    from runners.training.data import normalize, prepare_data
-    from runners.training.device import resolve_device
-    from runners.training.diagnostics import diagnose, probe_indices
-    from runners.training.recipe import build_model
-    from ste_variants import get_estimator
-
     doc = st.read_config(folder)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UserError(f"{folder} holds no run (no readable {st.CONFIG})")

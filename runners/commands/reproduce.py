@@ -9,14 +9,20 @@ Exit codes: 0 every cell reproduced bit for bit, 1 some cell differs or failed, 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 from typing import Any
 
+from analysis.sources.snapshot import read_meta, read_snapshot
+from analysis.sources.tidy import StoreError
 from runners.config import RunConfig
 from runners.determinism import MODES
+from runners.engine.train import train_run
 from runners.errors import UserError
+from runners.store.format import METRICS, read_jsonl, run_dir
 from runners.store.records import TIMING_KEYS
+from runners.store.runtime import runtime_record
 
 _EPILOG = """\
 examples:
@@ -64,13 +70,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Re-train the chosen cells; print one line per cell; 0 when all are bit-identical."""
-    # analysis (pandas) and the engine (torch) are slow to import: only this command loads them
-    from analysis.sources.snapshot import read_meta, read_snapshot
-    from analysis.sources.tidy import StoreError
-    from runners.engine.train import train_run
-    from runners.store.format import METRICS, read_jsonl, run_dir
-    from runners.store.runtime import runtime_record
-
     try:
         table = read_snapshot(args.snapshot, verify=not args.unverified).table
         recorded_runtimes = read_meta(args.snapshot).get("runtime") or {}
@@ -97,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
                 reports[-1]["explanation"] = explain(recorded, current)
             print(_line(reports[-1]), flush=True)
     if args.json:
-        import json  # the report as JSON, after the human lines
-
         print(json.dumps(reports, indent=2))
     same = sum(r["same"] for r in reports)
     print(f"{same}/{len(reports)} cells reproduced bit for bit")

@@ -31,6 +31,9 @@ from runners.commands.parts.grid import (
     with_determinism,
 )
 from runners.errors import UserError
+from runners.executors.cells import CellTask
+from runners.executors.display import ProgressOptions
+from runners.executors.local import local_executor, plan_workers
 from runners.grids.spec import Cell, Spec, load_spec
 from runners.speed.stack_size import StackSize, decide_stack
 from runners.store import format as run_store
@@ -44,9 +47,8 @@ from runners.tracking.wandb_tracker import (
     resolve_options,
     wandb_root,
 )
-
-# Executors, stacking, data and device modules import torch (about 2 s): the functions that need
-# them import them, so that `ste-ablate run --help` starts at once.
+from runners.training.data import MissingDataError, load_arrays
+from runners.training.device import device_kind, resolve_device
 
 _RUN_EPILOG = """\
 examples:
@@ -187,7 +189,6 @@ def spec_stack(cells: list[Cell]) -> int | None:
 def stack_size(requested: int | None, todo: list[Cell], workers: int) -> StackSize:
     """How many cells train together here, and why (`runners.speed.stack_size.decide_stack`
     on --stack, the spec's `stack`, and the kind of device the cells name)."""
-    from runners.training.device import device_kind  # torch: see the note on imports
 
     kind = device_kind(todo[0].config.device)
     return decide_stack(requested, spec_stack(todo), kind, len(todo), workers)
@@ -198,11 +199,6 @@ def stack_size(requested: int | None, todo: list[Cell], workers: int) -> StackSi
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`ste-ablate run`: returns the exit code (see the module docstring)."""
-    # torch: see the note on imports
-    from runners.executors.cells import CellTask
-    from runners.executors.display import ProgressOptions
-    from runners.executors.local import local_executor, plan_workers
-
     spec = with_determinism(load_spec(args.spec, max_cells=args.max_cells), args.determinism)
     cells = _with_execution(
         spec.cells,
@@ -305,8 +301,6 @@ def _with_execution(cells: list[Cell], **fields: Any) -> list[Cell]:
 
 def _check_devices(cells: list[Cell]) -> None:
     """UserError (one line) when a cell's device is not on this machine."""
-    from runners.training.device import resolve_device  # torch: see the note on imports
-
     for device in sorted({c.config.device for c in cells}):
         resolve_device(device)
 
@@ -318,9 +312,6 @@ def _preflight(todo: list[Cell], store: Path, *, download: bool = True) -> None:
     With `download` False (--dry-run) missing MNIST is not fetched: a warning says the run will
     download it, unless its folder cannot be written, which fails as the run would.
     """
-    # torch: see the note on imports
-    from runners.training.data import MissingDataError, load_arrays
-
     # Loading once here also means pool workers never download MNIST concurrently.
     for dataset, root in sorted({(c.config.dataset, c.config.data_root or "") for c in todo}):
         try:

@@ -11,10 +11,9 @@ from typing import Any
 
 from runners.commands.parts.grid import check_store
 from runners.config import RunConfig, apply_overrides
+from runners.engine.train import exit_code, train_run
 from runners.errors import UserError
 from runners.store.format import run_dir
-
-# The engine imports torch (about 2 s): `run` imports it, so that `--help` starts at once.
 
 _EPILOG = """\
 examples:
@@ -190,8 +189,6 @@ def store_root(value: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, train (or resume) the run, print where it is and its final metrics."""
-    from runners.engine.train import exit_code, train_run  # torch: see the note on imports
-
     config = config_from_args(args)
     store = store_root(args.store)
     summary = train_run(config, store, progress=False if args.quiet else None)

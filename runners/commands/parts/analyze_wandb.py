@@ -15,6 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from analysis.render import report_text, tables
+from analysis.render.report import DEFAULT_FIGURES, figure_captions, methods_paragraph
+from analysis.sources.snapshot import package_versions
 from runners.grids.limits import read_yaml
 from runners.tracking.analysis_run import AnalysisPublication, Figure, publish_analysis
 from runners.tracking.wandb_tracker import resolve_options, wandb_root
@@ -91,11 +94,6 @@ def build(
 ) -> AnalysisPublication:
     """The publication of the `analysis.study.StudyResult` whose report was written into
     `out` (figures are its PNG files)."""
-    # analysis (pandas, scipy, matplotlib: seconds) loads only when the analyze command runs
-    from analysis.render import report_text, tables
-    from analysis.render.report import DEFAULT_FIGURES, figure_captions, methods_paragraph
-    from analysis.sources.snapshot import package_versions
-
     metric = result.config.metric
     if args.snapshot:
         snapshot = Path(args.snapshot)

@@ -19,14 +19,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analysis.render.plots_gradients import gradient_error
+from analysis.render.style import save
 from runners.commands.parts.grid import at_least_one
 from runners.config import RunConfig
 from runners.errors import UserError
+from runners.gradients.during import probe_batch
+from runners.gradients.exact import MAX_ENUMERATED_BITS as MAX_BITS
+from runners.gradients.exact import reference_generator, reference_gradient
+from runners.gradients.measure import compare
+from runners.gradients.problems import problem_for
 from runners.store import format as st
+from runners.store.checkpoint import load_checkpoint
 from runners.store.format import atomic_write_json
-
-# The note on imports: torch, the models and matplotlib load in the functions that need them,
-# so that `ste-ablate gradcheck --help` starts at once.
+from runners.tasks.lookup import get_task
+from runners.training.device import resolve_device
+from runners.training.diagnostics import eval_mode
+from ste_variants import describe, get_estimator, list_estimators
 
 STOCHASTIC_TASKS = frozenset({"bernoulli_vae"})  # tasks whose latents are sampled
 SHOWN_MS = (1, 16, 256)
@@ -125,14 +134,6 @@ def check_exact(
     Raises:
         UserError: no run, config or checkpoint there; a bad or unsuitable estimator.
     """
-    # torch and the models: see the note on imports
-    from runners.gradients.exact import MAX_ENUMERATED_BITS as MAX_BITS
-    from runners.gradients.exact import reference_generator, reference_gradient
-    from runners.gradients.measure import compare
-    from runners.gradients.problems import problem_for
-    from runners.training.diagnostics import eval_mode
-    from ste_variants import describe, get_estimator, list_estimators
-
     if max_bits > MAX_BITS:
         raise UserError(f"--max-bits must be at most {MAX_BITS}, got {max_bits}")
     doc = st.read_config(folder)
@@ -189,11 +190,6 @@ def check_exact(
 
 def _load(folder: Path, config: RunConfig, probe: int, device: str, data_root: str | None):
     """The run's model on its checkpoint, the probe batch and the checkpoint's epoch."""
-    from runners.gradients.during import probe_batch  # torch: see the note on imports
-    from runners.store.checkpoint import load_checkpoint
-    from runners.tasks.lookup import get_task
-    from runners.training.device import resolve_device
-
     ckpt = load_checkpoint(folder, config.run_id)
     if ckpt is None:
         raise UserError(f"{folder} has no usable {st.CHECKPOINT}")
@@ -251,9 +247,6 @@ def _num(value: float | None, width: int, fmt: str) -> str:
 
 def write_figure(result: dict[str, Any], path: Path) -> None:
     """The error against M (log-log), one line per estimator, as a PNG (atomically)."""
-    from analysis.render.plots_gradients import gradient_error  # matplotlib: note on imports
-    from analysis.render.style import save
-
     save(gradient_error(result), path.with_suffix(""), formats=("png",))
 
 

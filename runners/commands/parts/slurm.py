@@ -14,19 +14,14 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runners.errors import UserError
+from runners.executors.base import GridOutcome
+from runners.executors.cells import CellTask
+from runners.executors.slurm.executor import SlurmExecutor, Submission, check_cluster
 from runners.executors.slurm.options import DEFAULT_TIME_MIN, SlurmOptions
 from runners.executors.slurm.record import latest_tasks, task_log_folders
-
-if TYPE_CHECKING:
-    from runners.executors.base import GridOutcome
-    from runners.executors.cells import CellTask
-    from runners.executors.slurm.executor import Submission
-
-# The executor imports submitit and torch (seconds): the functions that submit import it, so that
-# `ste-ablate run --help` starts at once.
 
 _HELP = (
     "The run store (--store) and this Python environment must be "
@@ -129,8 +124,6 @@ def preflight(args: argparse.Namespace) -> SlurmOptions:
     Raises:
         UserError: sbatch is not on PATH, a --slurm-arg is malformed, or the partition is unknown.
     """
-    from runners.executors.slurm.executor import check_cluster  # torch: see the note on imports
-
     options = options_from_args(args)
     check_cluster(options)
     return options
@@ -153,8 +146,6 @@ def run_on_slurm(
     Raises:
         UserError: SLURM's tools are missing, or sbatch refused the job.
     """
-    from runners.executors.slurm.executor import SlurmExecutor  # torch: see the note on imports
-
     made: list[Submission] = []
 
     def say(submission: Submission) -> None:
