@@ -16,8 +16,9 @@ needed). Writes into $OUT (default ./gpu-check):
 - environment.json: device name, torch/CUDA versions, memory.
 
 Each part is guarded: a failure is written to errors.txt and the next part still runs. Data:
-full MNIST under $STE_DATA_ROOT when present, else the bundled mnist-mini. `--quick` shrinks
-everything (a smoke test that also runs on a CPU: `--device cpu --quick`).
+full MNIST when present (`$STE_DATA_ROOT`, or the user cache), else the bundled mnist-mini.
+`--quick` shrinks everything to the bundled mnist-mini, without the loaded row or the
+diagnostics (a smoke test that also runs on a CPU: `--device cpu --quick`).
 
 torch and the project's modules are imported inside each part: `main` puts the checkout on
 sys.path first and pins the CPU kernels of the default determinism (`runners.determinism`, plain
@@ -91,9 +92,15 @@ def _environment(out: Path, device: str) -> None:
     print(info, flush=True)
 
 
+# --quick checks that every part runs, not how fast: the bundled images and no loaded row (a
+# second training process; the CPU-only row has its own test).
+_QUICK = dict(dataset="mnist-mini", loaded=False)
 # run_bench keywords per part: (full size, --quick size).
 _BENCH = {
-    "bench": (dict(steps=50, rounds=3), dict(steps=3, rounds=1, warmup=1, ceiling_s=0.2)),
+    "bench": (
+        dict(steps=50, rounds=3),
+        dict(steps=3, rounds=1, warmup=1, ceiling_s=0.2, **_QUICK),
+    ),
     "grid": (
         dict(steps=30, rounds=2, grid=(80, 5), stack=32, budget_s=240.0),
         dict(
@@ -105,6 +112,7 @@ _BENCH = {
             stack=4,
             budget_s=20.0,
             subsets=(256, 128),
+            **_QUICK,
         ),  # fmt: skip
     ),
 }
@@ -128,7 +136,8 @@ def _stack_check(out: Path, device: str, quick: bool) -> None:
     from runners.store.format import read_jsonl, run_dir
 
     base = {"dataset": "mnist-mini", "device": device, "epochs": 1 if quick else 2,
-            "train_subset": 256 if quick else None, "test_subset": 128 if quick else None}  # fmt: skip
+            "train_subset": 256 if quick else None, "test_subset": 128 if quick else None,
+            "diagnostics": "off" if quick else "epoch"}  # fmt: skip
     configs = [
         RunConfig.from_dict({**base, "estimator": e, "seed": s})
         for e, s in (("hardtanh", 0), ("sigmoid(beta=4)", 1), ("identity", 2))

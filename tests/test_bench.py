@@ -19,9 +19,10 @@ from runners.bench.report import format_report
 from runners.cli import main
 from runners.config import RunConfig
 from runners.engine.train import train_runs
+from runners.errors import UserError
 from runners.store import format as st
 from runners.store.format import read_jsonl
-from runners.training.data import normalize, prepare_data
+from runners.training.data import MNIST_FILES, normalize, prepare_data
 from runners.training.model import ARTICLE_PARAMETERS, BinaryAutoencoder
 
 
@@ -60,6 +61,27 @@ def test_the_article_loop_is_the_articles_model_and_data():
         assert torch.equal(X, normalize(images[7:8]))
         seconds = loop.steps(2)
         assert seconds > 0 and loop.images == 128 and loop.last_loss == loop.last_loss
+
+
+def test_the_benchmark_dataset_is_chosen_as_asked(tmp_path, capsys):
+    full = tmp_path / "full"
+    (full / "MNIST" / "raw").mkdir(parents=True)
+    for name in MNIST_FILES:  # present is enough to choose; contents are checked when loading
+        (full / "MNIST" / "raw" / name).write_bytes(b"")
+    with bench_data(str(full)) as (dataset, root):
+        assert (dataset, root) == ("mnist", str(full))
+    with bench_data(str(full), "mnist-mini") as (dataset, root):
+        assert dataset == "mnist-mini" and root != str(full)
+        assert (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size > 0
+    with pytest.raises(UserError, match="full MNIST"):
+        with bench_data(str(tmp_path / "empty"), "mnist"):
+            pass
+    with pytest.raises(UserError, match="choose one of"):
+        with bench_data(None, "cifar"):
+            pass
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--dataset", "cifar"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a benchmark smoke test: CI runs it (make test-slow)

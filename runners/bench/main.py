@@ -67,17 +67,26 @@ def article_module(path: str | os.PathLike[str] | None = None) -> tuple[ModuleTy
     return module, str(path)
 
 
-@contextlib.contextmanager
-def bench_data(data_root: str | None) -> Iterator[tuple[str, str]]:
-    """(dataset, torchvision root) for both loops: full MNIST when present, else mnist-mini.
+BENCH_DATASETS = ("auto", "mnist", "mnist-mini")
 
-    mnist-mini is written to a temporary folder as the four IDX files torchvision reads, so the
-    article's loop reads it through its own unchanged `datasets.MNIST`.
+
+@contextlib.contextmanager
+def bench_data(data_root: str | None, dataset: str = "auto") -> Iterator[tuple[str, str]]:
+    """(dataset, torchvision root) for both loops.
+
+    `dataset`: "auto" (full MNIST when present, else mnist-mini), "mnist" (full MNIST; a
+    `UserError` when absent) or "mnist-mini" (the bundled set, even where full MNIST is). mnist-mini
+    is written to a temporary folder as the four IDX files torchvision reads, so the article's
+    loop reads it through its own unchanged `datasets.MNIST`.
     """
-    root = mnist_available(data_root)
+    if dataset not in BENCH_DATASETS:
+        raise UserError(f"dataset {dataset!r}: choose one of {', '.join(BENCH_DATASETS)}")
+    root = mnist_available(data_root) if dataset != "mnist-mini" else None
     if root is not None:
         yield "mnist", str(root)
         return
+    if dataset == "mnist":
+        raise UserError("the benchmark asked for full MNIST, but it is not here (see --data-root)")
     train, test = load_arrays("mnist-mini")
     with tempfile.TemporaryDirectory(prefix="ste-bench-") as tmp:
         raw = Path(tmp) / "MNIST" / "raw"
@@ -104,6 +113,7 @@ def run_bench(
     warmup: int = 3,
     precision: str = "fp32",
     data_root: str | None = None,
+    dataset: str = "auto",
     threads: int | None = None,
     article_path: str | None = None,
     grid: tuple[int, int] | None = None,
@@ -116,7 +126,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-ready result (see `runners.bench.report`).
 
-    `subsets` (train, test) shrinks the grid's cells (tests); the loops always see all images.
+    `dataset` picks the images (`bench_data`). `subsets` (train, test) shrinks the grid's cells
+    (tests); the loops always see all images.
     `loaded` (CPU only) adds the "loaded" row: ours beside a second training process with as
     many threads (`runners.bench.loaded`).
     """
@@ -144,7 +155,7 @@ def run_bench(
     result.update(
         ceiling_gflops=ceiling, gflop_per_image=gflop, ceiling_images_per_s=ceiling / gflop
     )
-    with bench_data(data_root) as (dataset, root):
+    with bench_data(data_root, dataset) as (dataset, root):
         config = RunConfig(dataset=dataset, device=str(resolved), precision=precision,
                            data_root=root if dataset == "mnist" else None)  # fmt: skip
         data = prepare_data(dataset, None, None, resolved, config.data_root)

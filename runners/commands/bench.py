@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from runners.bench.main import run_bench
+from runners.bench.main import BENCH_DATASETS, run_bench
 from runners.bench.report import format_report
 from runners.bench.vae import format_vae_report, run_vae_bench
 from runners.errors import UserError
@@ -77,6 +77,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--threads", metavar="N", help="torch CPU threads (default: torch's)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/raw/")
     parser.add_argument(
+        "--dataset",
+        default="auto",
+        choices=BENCH_DATASETS,
+        help="auto (default: full MNIST when present, else the bundled mnist-mini), mnist "
+        "(full; an error when absent) or mnist-mini",
+    )
+    parser.add_argument(
         "--budget", default="90", metavar="S", help="longest real grid run in seconds (default 90)"
     )
     parser.add_argument(
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         rounds=_int(args.rounds, "--rounds", 1),
         precision=args.precision,
         data_root=args.data_root,
+        dataset=args.dataset,
         threads=_int(args.threads, "--threads", 1) if args.threads else None,
         grid=grid,
         stack=_int(args.stack, "--stack", 1) if args.stack else None,
@@ -129,6 +137,7 @@ def _run_vae(args: argparse.Namespace) -> int:
         rounds=_int(args.rounds, "--rounds", 1),
         stack=_int(args.stack or "4", "--stack", 1),
         data_root=args.data_root,
+        dataset=args.dataset,
         threads=_int(args.threads, "--threads", 1) if args.threads else None,
     )
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else format_vae_report(result))
