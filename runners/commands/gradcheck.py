@@ -23,7 +23,7 @@ from runners.errors import UserError
 from runners.store import format as st
 from runners.store.checkpoint import load_checkpoint
 from runners.store.format import atomic_write_json
-from runners.store.records import DRAWS, TAUS, tau_name
+from runners.store.records import DRAWS, TAUS, smoothed_cosine
 from runners.training.data import normalize, prepare_data
 from runners.training.device import resolve_device
 from runners.training.diagnostics import diagnose, probe_indices
@@ -53,7 +53,7 @@ relative RMSE and cosine of the mean of M estimates; written to RUN_DIR/gradchec
 _COLUMNS = (
     ("descent_agreement", "agree"),
     ("coverage", "cover"),
-    *((f"cosine_smoothed_tau{tau_name(t)}", f"cos τ={t:g}") for t in TAUS),
+    *((smoothed_cosine(t), f"cos τ={t:g}") for t in TAUS),
     ("rel_to_identity", "rel_id"),
     ("grad_snr", "snr"),
 )
