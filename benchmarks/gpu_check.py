@@ -92,9 +92,9 @@ def _environment(out: Path, device: str) -> None:
     print(info, flush=True)
 
 
-# --quick checks that every part runs, not how fast: the bundled images and no loaded row (a
-# second training process; the CPU-only row has its own test).
-_QUICK = dict(dataset="mnist-mini", loaded=False)
+# --quick checks that every part runs, not how fast: the bundled images, no loaded row (a
+# second training process; the CPU-only row has its own test), no diagnostics.
+_QUICK = dict(dataset="mnist-mini", loaded=False, diagnostics=False)
 # run_bench keywords per part: (full size, --quick size).
 _BENCH = {
     "bench": (

@@ -180,7 +180,11 @@ def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path, capsys):
     # benchmarks/gpu_check.py is the one script run on a GPU machine; --quick on the CPU keeps
     # it working where no GPU is.
     module = _benchmark_script("gpu_check")
-    assert module.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --quick benches with one thread, process-wide
     names = {p.name for p in tmp_path.iterdir()}
     assert {"environment.json", "bench.json", "grid.json", "stack_check.json"} <= names
     assert "errors.txt" not in names

@@ -31,7 +31,7 @@ from runners.training.metrics import strip_timing
 pytestmark = pytest.mark.slow
 
 KILLS = {"in-process": 30, "workers-2": 20}  # 50 kill points
-DELAY_S = {"in-process": (0.0, 4.0), "workers-2": (0.5, 9.0)}  # after the command starts
+DELAY_S = {"in-process": (0.0, 3.0), "workers-2": (0.5, 7.0)}  # after the command starts
 SPEC = """\
 name: chaos
 base: {dataset: mnist-mini, train_subset: 192, test_subset: 64, epochs: 2, batch_size: 64,

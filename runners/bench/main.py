@@ -120,6 +120,7 @@ def run_bench(
     stack: int | None = None,
     budget_s: float = 90.0,
     loaded: bool = True,
+    diagnostics: bool = True,
     ceiling_s: float = 1.0,
     subsets: tuple[int | None, int | None] = (None, None),
     log: Any = None,
@@ -129,7 +130,8 @@ def run_bench(
     `dataset` picks the images (`bench_data`). `subsets` (train, test) shrinks the grid's cells
     (tests); the loops always see all images.
     `loaded` (CPU only) adds the "loaded" row: ours beside a second training process with as
-    many threads (`runners.bench.loaded`).
+    many threads (`runners.bench.loaded`). `diagnostics` False skips timing the gradient
+    diagnostics and trains the grid's cells without them.
     """
     if steps < 1 or rounds < 1 or warmup < 0:
         raise UserError("--steps and --rounds must be >= 1")
@@ -188,7 +190,7 @@ def run_bench(
                     row["vs_article_same_malloc"] = row["images_per_s"] / same
             table.update(second)
         result["loops"] = table
-        if "ours" in loops:
+        if diagnostics and "ours" in loops:
             log("timing the gradient diagnostics at the default probe size")
             # Against our latest row (malloc tuned on the CPU), as train_run trains.
             ours = table.get("ours, malloc tuned") or table["ours"]
@@ -199,6 +201,8 @@ def run_bench(
             result["loaded"] = measure_loaded(loops["ours"], steps, rounds, threads)
         if grid is not None:
             cells = config.replace(train_subset=subsets[0], test_subset=subsets[1])
+            if not diagnostics:
+                cells = cells.replace(diagnostics="off")
             if subsets != (None, None):
                 data = prepare_data(dataset, *subsets, resolved, config.data_root)
             result["grid"] = run_grid(

@@ -92,6 +92,12 @@ def register(subparsers: Any) -> None:
         action="store_false",
         help="skip the loaded row (CPU: ours beside a second training process)",
     )
+    parser.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip timing the gradient diagnostics; --grid cells train without them",
+    )
     parser.set_defaults(func=run)
 
 
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         stack=_int(args.stack, "--stack", 1) if args.stack else None,
         budget_s=_float(args.budget, "--budget"),
         loaded=args.loaded,
+        diagnostics=args.diagnostics,
     )
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
