@@ -119,7 +119,9 @@ def test_without_the_checkout_the_article_loop_is_reported_unavailable(tmp_path)
     result = run_bench(
         device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
         article_path=str(tmp_path / "article_loop.py"), log=lambda text: None, loaded=False,
+        diagnostics=False,
     )  # fmt: skip
+    assert "diagnostics" not in result and "loaded" not in result
     assert result["article_loop"].startswith("unavailable")
     assert "article" not in result["loops"] and result["loops"]["ours"]["vs_article"] is None
     assert "n/a" in format_report(result)
@@ -130,6 +132,7 @@ def test_grid_mode_trains_for_real_or_extrapolates(tmp_path):
     common = dict(
         device="cpu", steps=1, rounds=1, warmup=0, threads=1, ceiling_s=0.1,
         grid=(2, 1), stack=2, subsets=(128, 64), log=lambda text: None, loaded=False,
+        diagnostics=False,
     )  # fmt: skip
     real = run_bench(budget_s=1e9, **common)["grid"]
     assert real["ours_how"].startswith("measured") and real["stack"] == 2
