@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STORE  ?= ste-store
-# pytest-xdist processes for the test suites: every test trains on one thread, so 2 fit 2 cores
+# pytest-xdist processes for the test suites (tests train on one thread; conftest makes idle OpenMP threads sleep)
 TEST_WORKERS ?= 2
 export PYTHONHASHSEED := 0
 
@@ -33,7 +33,7 @@ test: $(STAMP)
 ## test-slow: the long tests (integration through the CLI, kill/resume, chaos, golden values, benchmark smoke tests); CI runs them
 ## (in TEST_WORKERS processes, then the kill and signal tests timed against a training process alone)
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow and not serial" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m "slow and not serial" -n $(TEST_WORKERS) --dist worksteal
 	$(PY) -m pytest -q -m "slow and serial"
 
 ## test-slurm: the tests that need the local SLURM cluster (scripts/slurm-local.sh start)

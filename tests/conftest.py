@@ -5,8 +5,13 @@ from __future__ import annotations
 # Before anything imports torch: the suite trains in portable mode (the default), whose kernels
 # are chosen when torch loads. Subprocesses inherit the pins.
 from runners import determinism  # isort: skip
+from runners.openmp import prefer_passive_wait  # isort: skip
 
 determinism.pin("portable")
+# The suite runs in two pytest-xdist processes on two cores: OpenMP threads that spin while they
+# wait (the default) would take the cores from the other process's work. How idle threads wait
+# never changes results (runners/openmp.py); the CLI sets the same.
+prefer_passive_wait()
 
 import shutil  # noqa: E402
 import subprocess  # noqa: E402

@@ -114,7 +114,8 @@ def same_cell(folder: Path, reference: Path) -> None:
         assert summary[key] == expected[key], key
 
 
-def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, context):
+@pytest.mark.parametrize("executor", list(KILLS))  # two tests: xdist can run them side by side
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, context, executor):
     spec = tmp_path / "chaos.yaml"
     spec.write_text(SPEC)
     log = tmp_path / "chaos.log"
@@ -125,41 +126,39 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, contex
     cells = [p.name for p in st.runs_root(reference).iterdir()]
     assert len(cells) == 4
 
-    rng = random.Random(14)
-    kills = restarts = 0
-    for executor, count in KILLS.items():
-        workers = executor == "workers-2"
-        store = tmp_path / executor
-        done = 0
-        while done < count:
-            process, tag = command(context, spec, store, workers, log)
-            time.sleep(rng.uniform(*DELAY_S[executor]))
-            victims = [] if process.exitcode is not None else [process.pid]
-            if victims and workers and done % 2 == 1:  # the parent and its workers at once
-                victims += [pid for pid in tagged(tag) if pid != process.pid]
-            for pid in victims:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:  # it ended between the look and the kill
-                    pass
-            process.join(60)
-            if process.exitcode != -signal.SIGKILL:  # the grid finished first: start it over
-                assert process.exitcode == 0, log.read_text()[-3000:]
-                wait_gone(tag)
-                for name in cells:
-                    same_cell(st.run_dir(store, name), st.run_dir(reference, name))
-                restarts += 1  # a fresh store each time, or the finished one finishes at once again
-                store = tmp_path / f"{executor}-restart-{restarts}"
-                continue
+    rng = random.Random(14 if executor == "in-process" else 15)
+    restarts = 0
+    count = KILLS[executor]
+    workers = executor == "workers-2"
+    store = tmp_path / executor
+    done = 0
+    while done < count:
+        process, tag = command(context, spec, store, workers, log)
+        time.sleep(rng.uniform(*DELAY_S[executor]))
+        victims = [] if process.exitcode is not None else [process.pid]
+        if victims and workers and done % 2 == 1:  # the parent and its workers at once
+            victims += [pid for pid in tagged(tag) if pid != process.pid]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended between the look and the kill
+                pass
+        process.join(60)
+        if process.exitcode != -signal.SIGKILL:  # the grid finished first: start it over
+            assert process.exitcode == 0, log.read_text()[-3000:]
             wait_gone(tag)
-            done += 1
-            kills += 1
-        process, tag = command(context, spec, store, workers, log)  # resume to the end
-        process.join(300)
-        assert process.exitcode == 0, log.read_text()[-3000:]
+            for name in cells:
+                same_cell(st.run_dir(store, name), st.run_dir(reference, name))
+            restarts += 1  # a fresh store each time, or the finished one finishes at once again
+            store = tmp_path / f"{executor}-restart-{restarts}"
+            continue
         wait_gone(tag)
-        for name in cells:
-            assert st.cell_state(st.run_dir(store, name)) == "completed"
-            same_cell(st.run_dir(store, name), st.run_dir(reference, name))
-        assert not list(store.rglob("*.tmp")), "temp files left behind"
-    assert kills == sum(KILLS.values())
+        done += 1
+    process, tag = command(context, spec, store, workers, log)  # resume to the end
+    process.join(300)
+    assert process.exitcode == 0, log.read_text()[-3000:]
+    wait_gone(tag)
+    for name in cells:
+        assert st.cell_state(st.run_dir(store, name)) == "completed"
+        same_cell(st.run_dir(store, name), st.run_dir(reference, name))
+    assert not list(store.rglob("*.tmp")), "temp files left behind"

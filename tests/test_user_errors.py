@@ -4,6 +4,7 @@ whole. SYNTHETIC TEST DATA (tests/analysis_synth.py) for the analysis commands."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,6 +206,8 @@ def test_kill_9_during_analyze_leaves_the_old_or_the_new_report(study, tmp_path)
     subprocess.run(new_argv, check=True, capture_output=True)
     old, new = report_files(out), report_files(tmp_path / "new")
     assert old != new
+    pristine = tmp_path / "pristine"
+    shutil.copytree(out, pristine)
     for delay in (2.5, 3.5, 4.5, 5.5, 7.0):
         process = subprocess.Popen([*base, "--out", str(out), "--metric", "test_psnr", *FAST])
         time.sleep(delay)
@@ -212,5 +215,9 @@ def test_kill_9_during_analyze_leaves_the_old_or_the_new_report(study, tmp_path)
         process.wait()
         now = report_files(out) if out.exists() else None
         assert now in (old, new, None), delay
-        subprocess.run(old_argv, check=True, capture_output=True)  # back to the old report
-        assert report_files(out) == old
+        if now != old:  # the old report back for the next kill; the killed run's leftovers stay
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(pristine, out)
+    subprocess.run(old_argv, check=True, capture_output=True)  # a rerun after the kills
+    assert report_files(out) == old
+    assert not list(tmp_path.glob(".report.*")), "a killed run's folders outlived the rerun"
