@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from runners.bench.datasets import pick_dataset
 from runners.bench.grid import run_grid
 from runners.bench.loaded import measure_loaded
 from runners.bench.measure import (
@@ -43,7 +44,7 @@ from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.errors import UserError
 from runners.training import kernels
-from runners.training.data import load_arrays, mnist_available, normalize, prepare_data
+from runners.training.data import load_arrays, normalize, prepare_data
 from runners.training.device import resolve_device
 from runners.training.diagnostics import epoch_diagnostics, probe_indices
 from runners.training.process import torch_settings
@@ -67,26 +68,17 @@ def article_module(path: str | os.PathLike[str] | None = None) -> tuple[ModuleTy
     return module, str(path)
 
 
-BENCH_DATASETS = ("auto", "mnist", "mnist-mini")
-
-
 @contextlib.contextmanager
 def bench_data(data_root: str | None, dataset: str = "auto") -> Iterator[tuple[str, str]]:
-    """(dataset, torchvision root) for both loops.
+    """(dataset, torchvision root) for both loops; `dataset` as `pick_dataset` reads it.
 
-    `dataset`: "auto" (full MNIST when present, else mnist-mini), "mnist" (full MNIST; a
-    `UserError` when absent) or "mnist-mini" (the bundled set, even where full MNIST is). mnist-mini
-    is written to a temporary folder as the four IDX files torchvision reads, so the article's
-    loop reads it through its own unchanged `datasets.MNIST`.
+    mnist-mini is written to a temporary folder as the four IDX files torchvision reads, so the
+    article's loop reads it through its own unchanged `datasets.MNIST`.
     """
-    if dataset not in BENCH_DATASETS:
-        raise UserError(f"dataset {dataset!r}: choose one of {', '.join(BENCH_DATASETS)}")
-    root = mnist_available(data_root) if dataset != "mnist-mini" else None
+    name, root = pick_dataset(data_root, dataset)
     if root is not None:
-        yield "mnist", str(root)
+        yield name, str(root)
         return
-    if dataset == "mnist":
-        raise UserError("the benchmark asked for full MNIST, but it is not here (see --data-root)")
     train, test = load_arrays("mnist-mini")
     with tempfile.TemporaryDirectory(prefix="ste-bench-") as tmp:
         raw = Path(tmp) / "MNIST" / "raw"

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from runners.bench.datasets import pick_dataset
 from runners.bench.ours import OursLoop
 from runners.config import RunConfig
 from runners.config_tasks import VAE_TRAIN_SIZES
-from runners.errors import UserError
 from runners.tasks.vae_model import BernoulliVAE, bernoulli_log_prob
-from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, mnist_available, selection
+from runners.training.data import TRAIN_SELECTION_SEED, load_arrays, selection
 from runners.training.device import resolve_device
 
 EMA = 0.999
@@ -139,15 +139,11 @@ def run_vae_bench(
 ) -> dict[str, Any]:
     """Alternate the reference loop and ours (single run, and a stack of `stack`) `rounds`
     times for `steps` steps each, after 5 warm-up steps; steps/s per loop (median over rounds;
-    a stack counts every run's steps) and ratios. `dataset`: "auto" (full MNIST when present,
-    else mnist-mini), "mnist" or "mnist-mini"."""
+    a stack counts every run's steps) and ratios. `dataset` as `pick_dataset` reads it."""
     resolved = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    if dataset not in ("auto", "mnist", "mnist-mini"):
-        raise UserError(f"dataset {dataset!r}: choose auto, mnist or mnist-mini")
-    if dataset == "auto":
-        dataset = "mnist" if mnist_available(data_root) else "mnist-mini"
+    dataset, _ = pick_dataset(data_root, dataset)
     train, _ = load_arrays(dataset, data_root, download=False)
     index = selection(len(train), TRAIN_SELECTION_SEED)[: VAE_TRAIN_SIZES[dataset]]
     images = train.images.index_select(0, index)

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from runners.bench.main import BENCH_DATASETS, run_bench
+from runners.bench.datasets import BENCH_DATASETS
+from runners.bench.main import run_bench
 from runners.bench.report import format_report
 from runners.bench.vae import format_vae_report, run_vae_bench
 from runners.errors import UserError
