@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 STORE  ?= ste-store
 # pytest-xdist processes for the test suites (tests train on one thread; conftest makes idle OpenMP threads sleep)
 TEST_WORKERS ?= 2
+# extra pytest arguments for test-slurm (.ci/run gives it its own temp folder)
+PYTEST_EXTRA ?=
 export PYTHONHASHSEED := 0
 
 .PHONY: all venv demo test test-slow test-slurm lint format figures bench clean
@@ -38,7 +40,7 @@ test-slow: $(STAMP)
 
 ## test-slurm: the tests that need the local SLURM cluster (scripts/slurm-local.sh start)
 test-slurm: $(STAMP)
-	$(PY) -m pytest -q -m slurm
+	$(PY) -m pytest -q -m slurm $(PYTEST_EXTRA)
 
 ## lint: ruff (lint and format) and the layer contracts (import-linter, pyproject.toml)
 lint: $(STAMP)
