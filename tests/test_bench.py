@@ -236,7 +236,12 @@ def child_pids() -> list[int]:
     return found
 
 
-AUTOENCODER = {"dataset": "mnist-mini", "train_subset": 256, "test_subset": 64, "epochs": 2}
+# Diagnostics off: the benchmark's loop has none, and they never change training (a slow test of
+# test_diagnostics_training shows it); at this size they cost more than the training.
+AUTOENCODER = {
+    "dataset": "mnist-mini", "train_subset": 256, "test_subset": 64, "epochs": 2,
+    "diagnostics": "off",
+}  # fmt: skip
 VAE = {
     "task": "bernoulli_vae", "estimator": "disarm", "dataset": "mnist-mini", "train_subset": 100,
     "test_subset": 10, "epochs": 3, "vae_eval_samples": 1, "vae_train_eval": 10,

@@ -14,8 +14,9 @@ import pytest
 from runners.cli import main
 from runners.store import format as st
 
+# Diagnostics off: at this size they cost more than the training (tests of them turn them on).
 TINY_FLAGS = ["--dataset", "mnist-mini", "--train-subset", "128", "--test-subset", "64",
-              "--epochs", "1", "--device", "cpu", "--num-threads", "1"]  # fmt: skip
+              "--epochs", "1", "--device", "cpu", "--num-threads", "1", "--diagnostics", "off"]  # fmt: skip
 
 
 def ste_ablate(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:

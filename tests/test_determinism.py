@@ -89,8 +89,8 @@ def test_a_library_call_in_an_unpinned_process_refuses_to_train(tmp_path):
 @pytest.mark.slow
 def test_the_cli_pins_before_torch_loads_and_records_the_hardware(tmp_path):
     argv = ["train", "--dataset", "mnist-mini", "--train-subset", "64", "--test-subset", "32",
-            "--epochs", "1", "--device", "cpu", "--num-threads", "1", "--store", str(tmp_path),
-            "--quiet"]  # fmt: skip
+            "--epochs", "1", "--device", "cpu", "--num-threads", "1", "--diagnostics", "off",
+            "--store", str(tmp_path), "--quiet"]  # fmt: skip
     done = _python(f"import sys; from runners.cli import main; sys.exit(main({argv!r}))")
     assert done.returncode == 0, done.stderr
     (folder,) = (tmp_path / "runs").iterdir()
