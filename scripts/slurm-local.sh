@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, as root, without systemd.
 #
+#   scripts/slurm-local.sh install  install the Debian packages that are missing (nothing else)
 #   scripts/slurm-local.sh start    install what is missing, write the configs, start the daemons,
 #                                   wait until the node is idle and accounting answers
 #   scripts/slurm-local.sh stop     cancel the cluster's jobs, stop the daemons by their PID files
@@ -346,13 +347,14 @@ status() {
 }
 
 case ${1:-} in
+  install) need_root && install_packages ;;
   start) start ;;
   stop) stop ;;
   restart) stop && start ;;
   status) status ;;
   logs) show_logs ;;
   *)
-    echo "usage: $0 start|stop|restart|status|logs" >&2
+    echo "usage: $0 install|start|stop|restart|status|logs" >&2
     exit 2
     ;;
 esac
