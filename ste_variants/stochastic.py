@@ -30,6 +30,14 @@ def uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return u.clamp_min_(torch.finfo(torch.float64).tiny).to(x.device)
 
 
+def bernoulli_step(x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """b = 1{u < σ(x)} for the noise u of `uniform` (σ in float64); 1{x > 0} without noise
+    (evaluation). The draw of `bernoulli` and of the unbiased family: same u, same bits."""
+    if noise is None:
+        return x > 0
+    return noise < torch.sigmoid(x.to(torch.float64))
+
+
 def logistic(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """L ~ Logistic(0, 1) = log(u) − log(1 − u), in float64."""
     u = uniform(x, generator)
@@ -68,9 +76,7 @@ class Bernoulli(Estimator):
         return uniform(x, generator)
 
     def step(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        if noise is None:
-            return x > 0
-        return noise < torch.sigmoid(x.to(torch.float64))
+        return bernoulli_step(x, noise)
 
     def backward_rule(
         self, g: torch.Tensor, x: torch.Tensor, noise: Any, backward: str

@@ -36,7 +36,7 @@ import torch
 from ste_variants.base import Estimator, Param
 from ste_variants.registry import register_estimator
 from ste_variants.spec import EstimatorSpecError
-from ste_variants.stochastic import uniform
+from ste_variants.stochastic import bernoulli_step, uniform
 
 __all__ = ["Estimate", "Objective", "UnbiasedEstimator", "estimate_gradient"]
 
@@ -97,9 +97,7 @@ class UnbiasedEstimator(Estimator):
         return uniform(x, generator)
 
     def step(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        if noise is None:
-            return x > 0
-        return noise < torch.sigmoid(x.to(torch.float64))
+        return bernoulli_step(x, noise)
 
     def backward_rule(self, g: torch.Tensor, x: torch.Tensor, noise: Any, **_: Any) -> torch.Tensor:
         raise EstimatorSpecError(
