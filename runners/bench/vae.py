@@ -143,8 +143,8 @@ def run_vae_bench(
     resolved = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    dataset, _ = pick_dataset(data_root, dataset)
-    train, _ = load_arrays(dataset, data_root, download=False)
+    dataset, root = pick_dataset(data_root, dataset)  # root: None for mnist-mini
+    train, _ = load_arrays(dataset, root, download=False)
     index = selection(len(train), TRAIN_SELECTION_SEED)[: VAE_TRAIN_SIZES[dataset]]
     images = train.images.index_select(0, index)
     reference = ReferenceLoop(images, resolved)
@@ -153,7 +153,7 @@ def run_vae_bench(
         estimator="disarm",
         dataset=dataset,
         device=str(resolved),
-        data_root=data_root if dataset == "mnist" else None,
+        data_root=str(root) if root is not None else None,
     )
     single = OursLoop(config, None, resolved)
     members = [config.replace(seed=k) for k in range(stack)]
